@@ -1,0 +1,36 @@
+# One entry point for everything: see README.md.
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.install-stamp
+# Number of pytest workers is 1: the machine has 2 cores and torch already uses both.
+PYTEST ?= $(PY) -m pytest
+
+.PHONY: install demo test lint bench toy clean
+
+install: $(STAMP)
+
+$(STAMP): requirements.txt pyproject.toml ci/install.sh ci/install_detectron2.sh $(wildcard ci/detectron2/*)
+	bash ci/install.sh $(VENV)
+	touch $@
+
+# The main job: train + evaluate the demo detector on the toy data (CPU), then draw its detections.
+demo: install
+	$(PY) -m common.demo_job
+
+test: install
+	$(PYTEST) -q
+
+lint: install
+	$(PY) -m ruff check .
+
+# Speed and size of every baseline and project config (markdown table in output/bench/).
+bench: install
+	$(PY) -m common.benchmark.run --out output/bench
+
+# Trains every baseline on toy_shapes to its full toy schedule and evaluates it (CPU, minutes each).
+toy: install
+	$(PY) -m common.benchmark.toy --out output/toy
+
+clean:
+	rm -rf output .pytest_cache
+	find . -name __pycache__ -prune -exec rm -rf {} +
