@@ -1,0 +1,6 @@
+"""Training engine shared by every train_net.py: parser, setup, Trainer, launch."""
+
+from .defaults import Trainer, add_common_config, default_argument_parser, evaluate, setup
+from .launch import launch
+
+__all__ = ["Trainer", "add_common_config", "default_argument_parser", "evaluate", "launch", "setup"]

@@ -1,0 +1,197 @@
+"""The shared parts of every ``train_net.py``: argument parser, ``setup()`` and ``Trainer``.
+
+Each project's script stays in detectron2's shape (setup -> Trainer -> main -> launch) and only
+adds its own ``add_<x>_config``.
+"""
+
+import logging
+import os
+import weakref
+
+import torch
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.config import CfgNode, get_cfg
+from detectron2.data import MetadataCatalog
+from detectron2.engine import DefaultTrainer, SimpleTrainer, TrainerBase
+from detectron2.engine import default_argument_parser as _d2_parser
+from detectron2.engine import default_setup
+from detectron2.engine.train_loop import AMPTrainer
+from detectron2.evaluation import COCOEvaluator
+from detectron2.solver.build import get_default_optimizer_params, maybe_add_gradient_clipping
+from detectron2.utils import comm
+from detectron2.utils.logger import setup_logger
+from torch.nn.parallel import DistributedDataParallel
+
+from common.data import DatasetError, prepare, register_coco, register_crowdhuman
+from common.modeling import add_fcos_config
+
+__all__ = ["add_common_config", "default_argument_parser", "evaluate", "setup", "Trainer"]
+
+
+def add_common_config(cfg):
+    """Keys of the shared engine and baselines (not of any paper)."""
+    add_fcos_config(cfg)
+    # "SGD" (detectron2's default) or "ADAMW" (used by the from-scratch toy configs).
+    cfg.SOLVER.OPTIMIZER = "SGD"
+
+
+def default_argument_parser(epilog=None):
+    """detectron2's parser plus command-line dataset registration."""
+    parser = _d2_parser(epilog)
+    parser.add_argument(
+        "--register-coco", nargs=3, action="append", default=[],
+        metavar=("NAME", "JSON", "IMAGE_DIR"),
+        help="register a COCO-format json + image folder as dataset NAME (repeatable)",
+    )
+    parser.add_argument(
+        "--register-crowdhuman", nargs=3, action="append", default=[],
+        metavar=("NAME", "ODGT", "IMAGE_DIR"),
+        help="register a CrowdHuman-style .odgt + image folder as dataset NAME (repeatable)",
+    )
+    return parser
+
+
+def _fail(msg):
+    """A one-line error for bad user input, instead of a traceback from deep inside."""
+    raise SystemExit(f"error: {msg}")
+
+
+def _merge(cfg, args):
+    try:
+        if args.config_file:
+            cfg.merge_from_file(args.config_file)
+        cfg.merge_from_list(args.opts)
+    except KeyError as e:
+        _fail(f"unknown config key {e.args[0]} (in {args.config_file or 'opts'})")
+    except (ValueError, AssertionError, TypeError) as e:
+        _fail(f"bad config ({args.config_file or 'opts'}): {e}")
+
+
+def _set_num_classes(cfg):
+    """Every head's NUM_CLASSES follows the training dataset's ``thing_classes``."""
+    if not cfg.DATASETS.TRAIN:
+        return
+    meta = MetadataCatalog.get(cfg.DATASETS.TRAIN[0])
+    if "thing_classes" not in meta.as_dict():
+        return
+    n = len(meta.thing_classes)
+    for name, node in cfg.MODEL.items():
+        if isinstance(node, CfgNode) and "NUM_CLASSES" in node and name != "SEM_SEG_HEAD":
+            node.NUM_CLASSES = n
+
+
+def setup(args, *add_config_fns):
+    """Builds the frozen config from ``args`` and sets up logging and the output folder.
+
+    ``add_config_fns`` add a project's keys (e.g. ``add_gfl_config``) before the file is merged.
+    """
+    try:
+        for name, json_file, image_dir in args.register_coco:
+            register_coco(name, json_file, image_dir)
+        for name, odgt, image_dir in args.register_crowdhuman:
+            register_crowdhuman(name, odgt, image_dir)
+    except DatasetError as e:
+        _fail(e)
+
+    cfg = get_cfg()
+    add_common_config(cfg)
+    for fn in add_config_fns:
+        fn(cfg)
+    _merge(cfg, args)
+
+    if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
+        cfg.MODEL.DEVICE = "cpu"
+    if cfg.OUTPUT_DIR == "./output" and args.config_file:
+        # An experiment's identity is its config name.
+        cfg.OUTPUT_DIR = os.path.join("output", os.path.splitext(os.path.basename(args.config_file))[0])
+    try:
+        # One process per machine generates the toy data, the others then only check.
+        names = list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST)
+        for rank_turn in (True, False):
+            if rank_turn == (comm.get_local_rank() == 0):
+                for name in names:
+                    prepare(name)
+            comm.synchronize()
+    except DatasetError as e:
+        _fail(e)
+    _set_num_classes(cfg)
+    _check_weights(cfg, args)
+    if cfg.SOLVER.OPTIMIZER.upper() not in ("SGD", "ADAMW"):
+        _fail(f"SOLVER.OPTIMIZER must be SGD or ADAMW, not {cfg.SOLVER.OPTIMIZER}")
+    cfg.freeze()
+    default_setup(cfg, args)
+    return cfg
+
+
+def _check_weights(cfg, args):
+    weights = cfg.MODEL.WEIGHTS
+    if not weights or "://" in weights:
+        return
+    resuming = args.resume and os.path.exists(os.path.join(cfg.OUTPUT_DIR, "last_checkpoint"))
+    if not resuming and not os.path.isfile(weights):
+        _fail(f"MODEL.WEIGHTS checkpoint not found: {weights}")
+
+
+class Trainer(DefaultTrainer):
+    """detectron2's DefaultTrainer with COCO evaluation through pycocotools, an AdamW option,
+    and DistributedDataParallel that also works for CPU (gloo) processes."""
+
+    def __init__(self, cfg):
+        # DefaultTrainer.__init__ with one change: DDP gets device_ids only on GPUs.
+        TrainerBase.__init__(self)
+        if not logging.getLogger("detectron2").isEnabledFor(logging.INFO):
+            setup_logger()
+        cfg = DefaultTrainer.auto_scale_workers(cfg, comm.get_world_size())
+        model = self.build_model(cfg)
+        optimizer = self.build_optimizer(cfg, model)
+        data_loader = self.build_train_loader(cfg)
+        if comm.get_world_size() > 1:
+            on_gpu = next(model.parameters()).is_cuda
+            model = DistributedDataParallel(
+                model,
+                device_ids=[comm.get_local_rank()] if on_gpu else None,
+                broadcast_buffers=False,
+            )
+        trainer_cls = AMPTrainer if cfg.SOLVER.AMP.ENABLED else SimpleTrainer
+        self._trainer = trainer_cls(model, data_loader, optimizer)
+        self.scheduler = self.build_lr_scheduler(cfg, optimizer)
+        self.checkpointer = DetectionCheckpointer(
+            model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self)
+        )
+        self.start_iter = 0
+        self.max_iter = cfg.SOLVER.MAX_ITER
+        self.cfg = cfg
+        self.register_hooks(self.build_hooks())
+
+    @classmethod
+    def build_evaluator(cls, cfg, dataset_name, output_folder=None):
+        output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference")
+        evaluator_type = MetadataCatalog.get(dataset_name).get("evaluator_type", "coco")
+        if evaluator_type != "coco":
+            raise NotImplementedError(f"no evaluator for type {evaluator_type}")
+        # use_fast_impl=False: pycocotools, not detectron2's compiled COCOeval.
+        return COCOEvaluator(dataset_name, output_dir=output_folder, use_fast_impl=False)
+
+    @classmethod
+    def build_optimizer(cls, cfg, model):
+        if cfg.SOLVER.OPTIMIZER.upper() == "SGD":
+            return super().build_optimizer(cfg, model)
+        params = get_default_optimizer_params(
+            model,
+            base_lr=cfg.SOLVER.BASE_LR,
+            weight_decay_norm=cfg.SOLVER.WEIGHT_DECAY_NORM,
+            bias_lr_factor=cfg.SOLVER.BIAS_LR_FACTOR,
+            weight_decay_bias=cfg.SOLVER.WEIGHT_DECAY_BIAS,
+        )
+        return maybe_add_gradient_clipping(cfg, torch.optim.AdamW)(
+            params, lr=cfg.SOLVER.BASE_LR, weight_decay=cfg.SOLVER.WEIGHT_DECAY
+        )
+
+
+def evaluate(trainer_cls, cfg, args):
+    """``--eval-only``: loads ``MODEL.WEIGHTS`` (or the last checkpoint with ``--resume``)."""
+    model = trainer_cls.build_model(cfg)
+    DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
+        cfg.MODEL.WEIGHTS, resume=args.resume
+    )
+    return trainer_cls.test(cfg, model)
