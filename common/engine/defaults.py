@@ -57,14 +57,16 @@ def _fail(msg):
 
 
 def _merge(cfg, args):
-    try:
-        if args.config_file:
-            cfg.merge_from_file(args.config_file)
-        cfg.merge_from_list(args.opts)
-    except KeyError as e:
-        _fail(f"unknown config key {e.args[0]} (in {args.config_file or 'opts'})")
-    except (ValueError, AssertionError, TypeError) as e:
-        _fail(f"bad config ({args.config_file or 'opts'}): {e}")
+    steps = [(args.config_file, cfg.merge_from_file, args.config_file)] if args.config_file else []
+    steps.append(("the command line", cfg.merge_from_list, args.opts))
+    for where, merge, arg in steps:
+        try:
+            merge(arg)
+        except (KeyError, ValueError, AssertionError, TypeError) as e:
+            msg = str(e.args[0] if e.args else e)
+            if "Non-existent" in msg:  # yacs: KeyError from a file, AssertionError from opts
+                _fail(f"unknown config key {msg.split(':')[-1].strip()} (in {where})")
+            _fail(f"bad config (in {where}): {msg}")
 
 
 def _set_num_classes(cfg):
@@ -134,7 +136,8 @@ def _check_weights(cfg, args):
 
 class Trainer(DefaultTrainer):
     """detectron2's DefaultTrainer with COCO evaluation through pycocotools, an AdamW option,
-    and DistributedDataParallel that also works for CPU (gloo) processes."""
+    DistributedDataParallel that also works for CPU (gloo) processes, and the optimizer state
+    in its checkpoints."""
 
     def __init__(self, cfg):
         # DefaultTrainer.__init__ with one change: DDP gets device_ids only on GPUs.
@@ -162,6 +165,17 @@ class Trainer(DefaultTrainer):
         self.max_iter = cfg.SOLVER.MAX_ITER
         self.cfg = cfg
         self.register_hooks(self.build_hooks())
+
+    # v0.6's DefaultTrainer checkpoints neither the optimizer nor the AMP grad scaler, so
+    # --resume restarted momentum/Adam moments from zero (fixed upstream after v0.6).
+    def state_dict(self):
+        ret = super().state_dict()
+        ret["_trainer"] = self._trainer.state_dict()
+        return ret
+
+    def load_state_dict(self, state_dict):
+        super().load_state_dict(state_dict)
+        self._trainer.load_state_dict(state_dict["_trainer"])
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):

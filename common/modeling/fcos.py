@@ -2,8 +2,11 @@
 
 v0.6 ships FCOS only for LazyConfig (``common/models/fcos.py`` in its model zoo); the engine
 here uses yacs configs, so this adds ``MODEL.FCOS.*`` with the values of that LazyConfig and a
-registered ``FCOS`` meta-architecture that reads them. The model code is detectron2's.
+registered ``FCOS`` meta-architecture that reads them. The model code is detectron2's, except
+that an image without objects no longer crashes its anchor labelling.
 """
+
+import torch
 
 from detectron2.config import CfgNode as CN
 from detectron2.config import configurable
@@ -12,6 +15,7 @@ from detectron2.modeling import BACKBONE_REGISTRY, META_ARCH_REGISTRY, build_bac
 from detectron2.modeling.backbone.fpn import FPN, LastLevelP6P7
 from detectron2.modeling.backbone.resnet import build_resnet_backbone
 from detectron2.modeling.meta_arch import fcos
+from detectron2.structures import Boxes
 
 __all__ = ["add_fcos_config", "FCOS", "build_fcos_resnet_fpn_backbone"]
 
@@ -65,6 +69,23 @@ class FCOS(fcos.FCOS):
             "pixel_mean": cfg.MODEL.PIXEL_MEAN,
             "pixel_std": cfg.MODEL.PIXEL_STD,
         }
+
+    @torch.no_grad()
+    def label_anchors(self, anchors, gt_instances):
+        # v0.6 takes a max over the GT axis, which fails for an image without objects:
+        # every anchor of such an image is background.
+        num = sum(len(a) for a in anchors)
+        device = anchors[0].tensor.device
+        labels, boxes = [], []
+        for gt in gt_instances:
+            if len(gt) > 0:
+                (label,), (box,) = super().label_anchors(anchors, [gt])
+            else:
+                label = torch.full((num,), self.num_classes, dtype=torch.long, device=device)
+                box = Boxes(torch.zeros(num, 4, device=device))
+            labels.append(label)
+            boxes.append(box)
+        return labels, boxes
 
 
 @BACKBONE_REGISTRY.register()

@@ -1,0 +1,109 @@
+"""Custom data from the command line: COCO json and CrowdHuman odgt round trips, and the
+one-line errors for bad input."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from PIL import Image
+
+from common.engine import default_argument_parser, setup
+
+from common.testing import run_module
+
+CONFIG = "common/configs/retinanet_R-18-FPN_toy.yaml"
+
+
+def _write_coco(folder, names=("cat", "dog", "bird")):
+    os.makedirs(os.path.join(folder, "imgs"), exist_ok=True)
+    images, annos = [], []
+    for i, (w, h) in enumerate([(64, 48), (50, 70)]):
+        Image.fromarray(np.full((h, w, 3), 100, np.uint8)).save(os.path.join(folder, "imgs", f"{i}.jpg"))
+        images.append({"id": i + 7, "file_name": f"{i}.jpg", "width": w, "height": h})
+        annos.append({"id": i + 1, "image_id": i + 7, "category_id": 10 * (i + 1),
+                      "bbox": [2.0, 3.0, 20.0, 10.0 + i], "area": 200.0, "iscrowd": 0})
+    cats = [{"id": 10 * (k + 1), "name": n} for k, n in enumerate(names)]
+    path = os.path.join(folder, "train.json")
+    with open(path, "w") as f:
+        json.dump({"images": images, "annotations": annos, "categories": cats}, f)
+    return path
+
+
+def _args(*argv):
+    return default_argument_parser().parse_args(list(argv))
+
+
+def test_custom_coco_round_trip_and_num_classes(tmp_path):
+    js = _write_coco(str(tmp_path))
+    args = _args("--config-file", CONFIG, "--register-coco", "my_train", js, str(tmp_path / "imgs"),
+                 "DATASETS.TRAIN", "('my_train',)", "DATASETS.TEST", "('my_train',)",
+                 "OUTPUT_DIR", str(tmp_path / "out"))
+    cfg = setup(args)
+    assert MetadataCatalog.get("my_train").thing_classes == ["cat", "dog", "bird"]
+    assert cfg.MODEL.RETINANET.NUM_CLASSES == 3
+    assert cfg.MODEL.FCOS.NUM_CLASSES == 3 and cfg.MODEL.ROI_HEADS.NUM_CLASSES == 3
+    dicts = DatasetCatalog.get("my_train")
+    assert [d["image_id"] for d in dicts] == [7, 8]
+    assert [d["annotations"][0]["bbox"] for d in dicts] == [[2.0, 3.0, 20.0, 10.0], [2.0, 3.0, 20.0, 11.0]]
+    # COCO category ids 10, 20 map to contiguous 0, 1.
+    assert [d["annotations"][0]["category_id"] for d in dicts] == [0, 1]
+    assert (dicts[1]["height"], dicts[1]["width"]) == (70, 50)
+
+
+def test_crowdhuman_odgt_round_trip(tmp_path):
+    os.makedirs(tmp_path / "imgs")
+    Image.fromarray(np.zeros((40, 60, 3), np.uint8)).save(tmp_path / "imgs" / "a.png")
+    rec = {"ID": "a", "gtboxes": [
+        {"tag": "person", "fbox": [1, 2, 10, 30], "vbox": [1, 2, 10, 15], "hbox": [3, 2, 5, 5],
+         "extra": {"ignore": 0}},
+        {"tag": "mask", "fbox": [30, 0, 10, 10], "vbox": [30, 0, 10, 10], "extra": {"ignore": 1}},
+    ]}
+    (tmp_path / "a.odgt").write_text(json.dumps(rec) + "\n")
+    args = _args("--config-file", CONFIG,
+                 "--register-crowdhuman", "my_crowd", str(tmp_path / "a.odgt"), str(tmp_path / "imgs"),
+                 "DATASETS.TRAIN", "('my_crowd',)", "DATASETS.TEST", "()",
+                 "OUTPUT_DIR", str(tmp_path / "out"))
+    cfg = setup(args)
+    assert cfg.MODEL.RETINANET.NUM_CLASSES == 1
+    (d,) = DatasetCatalog.get("my_crowd")
+    assert (d["height"], d["width"]) == (40, 60)
+    person, ignore = d["annotations"]
+    assert person["bbox"] == [1, 2, 10, 30] and person["vis_bbox"] == [1, 2, 10, 15]
+    assert person["head_bbox"] == [3, 2, 5, 5] and person["iscrowd"] == 0
+    assert ignore["iscrowd"] == 1
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--register-coco", "x1", "/no/such.json", "/tmp"], "annotation file not found: /no/such.json"),
+        (["DATASETS.TRAIN", "('no_such_dataset',)"], "dataset 'no_such_dataset' is not registered"),
+        (["MODEL.NO_SUCH_KEY", "1"], "unknown config key"),
+        (["SOLVER.MAX_ITER", "abc"], "bad config"),
+        (["--eval-only", "MODEL.WEIGHTS", "/no/such/model.pth"], "checkpoint not found: /no/such/model.pth"),
+    ],
+)
+def test_bad_input_gives_one_line_error(tmp_path, argv, message):
+    args = _args("--config-file", CONFIG, *argv, "OUTPUT_DIR", str(tmp_path))
+    with pytest.raises(SystemExit) as e:
+        setup(args)
+    assert str(e.value).startswith("error: ") and message in str(e.value)
+    assert "\n" not in str(e.value)
+
+
+def test_missing_config_file_is_one_line(tmp_path):
+    with pytest.raises(SystemExit, match="error: bad config.*does not exist"):
+        setup(_args("--config-file", str(tmp_path / "nope.yaml")))
+
+
+def test_cli_errors_print_one_line_not_a_traceback(tmp_path):
+    r = run_module("common.train_net", "--config-file", CONFIG, "MODEL.NO_SUCH_KEY", "1",
+                   "OUTPUT_DIR", str(tmp_path))
+    assert r.returncode == 1
+    assert r.stderr.strip().splitlines()[-1].startswith("error: unknown config key")
+    assert "Traceback" not in r.stderr
+    # A malformed dataset argument (two values instead of three) is argparse's usage error.
+    r = run_module("common.train_net", "--config-file", CONFIG, "--register-coco", "a", "b.json")
+    assert r.returncode == 2 and "--register-coco: expected 3 arguments" in r.stderr

@@ -1,0 +1,74 @@
+"""The installed stack: torchvision ops on CPU, detectron2 importable, the _C stand-in."""
+
+import pytest
+import torch
+from torchvision.ops import deform_conv2d, nms, roi_align
+
+
+def test_nms_on_cpu():
+    boxes = torch.tensor([[0, 0, 10, 10], [1, 1, 10, 10], [20, 20, 30, 30.0]])
+    scores = torch.tensor([0.9, 0.8, 0.7])
+    # IoU(0, 1) = 81 / 100 > 0.5, so box 1 is suppressed; box 2 does not overlap.
+    assert nms(boxes, scores, 0.5).tolist() == [0, 2]
+
+
+def test_roi_align_on_cpu_averages_a_constant_region():
+    feat = torch.arange(16.0).view(1, 1, 4, 4)
+    # A 2x2 box over pixels (1..2, 1..2) with aligned=True samples their centres exactly.
+    out = roi_align(feat, [torch.tensor([[1.0, 1.0, 3.0, 3.0]])], output_size=1,
+                    spatial_scale=1.0, sampling_ratio=2, aligned=True)
+    assert out.item() == pytest.approx((5 + 6 + 9 + 10) / 4)
+
+
+def test_deform_conv2d_with_zero_offset_is_conv2d():
+    x = torch.randn(1, 3, 7, 7)
+    w = torch.randn(4, 3, 3, 3)
+    offset = torch.zeros(1, 2 * 9, 5, 5)
+    torch.testing.assert_close(deform_conv2d(x, offset, w), torch.nn.functional.conv2d(x, w))
+
+
+def test_detectron2_layers_import():
+    import detectron2
+    import detectron2.layers  # noqa: F401
+
+    assert detectron2.__version__ == "0.6"
+
+
+def _is_compiled():
+    import detectron2._C as C
+
+    return C.__file__.endswith((".so", ".pyd"))
+
+
+@pytest.mark.skipif(_is_compiled(), reason="a source build of detectron2 is installed")
+def test_stand_in_names_the_op_and_the_alternative():
+    from detectron2 import _C
+    from detectron2.layers import ROIAlignRotated
+
+    with pytest.raises(RuntimeError, match="deform_conv_forward.*torchvision.ops.deform_conv2d"):
+        _C.deform_conv_forward(None)
+    # A detectron2 layer that needs a compiled op fails when called, not on import.
+    layer = ROIAlignRotated((2, 2), 1.0, 0)
+    with pytest.raises(RuntimeError, match="roi_align_rotated_forward.*build detectron2"):
+        layer(torch.zeros(1, 1, 4, 4), torch.tensor([[0, 2.0, 2.0, 2.0, 2.0, 0.0]]))
+
+
+@pytest.mark.skipif(_is_compiled(), reason="a source build of detectron2 is installed")
+def test_collect_env_reports_not_built():
+    from detectron2.utils.collect_env import collect_env_info
+
+    assert "not built" in collect_env_info()
+
+
+def test_detectron2_is_a_pip_distribution():
+    from importlib.metadata import version
+
+    assert version("detectron2") == "0.6"
+
+
+def test_model_zoo_configs_are_packaged():
+    import os
+
+    from detectron2 import model_zoo
+
+    assert os.path.isfile(model_zoo.get_config_file("COCO-Detection/retinanet_R_50_FPN_1x.yaml"))
