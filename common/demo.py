@@ -62,10 +62,10 @@ def run_demo(argv=None, add_config_fns=()):
     args.resume, args.eval_only, args.register_coco, args.register_crowdhuman = (
         False, True, [], [],
     )
+    files = list_images(args.input)
     cfg = setup(args, *add_config_fns)
     if not cfg.MODEL.WEIGHTS:
         raise SystemExit("error: set MODEL.WEIGHTS to a trained checkpoint")
-    files = list_images(args.input)
     written = draw_detections(DefaultPredictor(cfg), cfg, files, args.output, args.confidence)
     for path, n in written:
         print(f"{path}: {n} detections >= {args.confidence}")

@@ -1,0 +1,64 @@
+"""Size and speed of a detector config: parameters, FLOPs (fvcore), train-step and inference
+time, all measured in the calling process so ratios between configs hold."""
+
+import time
+
+import torch
+from detectron2.data import build_detection_test_loader, build_detection_train_loader
+from detectron2.modeling import build_model
+from detectron2.utils.analysis import FlopCountAnalysis
+from detectron2.utils.events import EventStorage
+
+from common.engine import Trainer
+
+
+def count_parameters(model):
+    return sum(p.numel() for p in model.parameters())
+
+
+def _test_inputs(cfg, n):
+    loader = build_detection_test_loader(cfg, cfg.DATASETS.TEST[0])
+    out = []
+    for batch in loader:
+        out.append(batch)
+        if len(out) == n:
+            return out
+    return out
+
+
+def measure(cfg, train_iters=10, infer_images=30, warmup=3):
+    """Returns a dict: params (M), gflops (one test image, fvcore), train_s_per_iter (at
+    cfg.SOLVER.IMS_PER_BATCH), infer_ms_per_image (batch 1)."""
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    result = {"params_M": count_parameters(model) / 1e6}
+
+    model.eval()
+    inputs = _test_inputs(cfg, warmup + infer_images)
+    with torch.no_grad():
+        flops = FlopCountAnalysis(model, inputs[0])
+        flops.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
+        result["gflops"] = flops.total() / 1e9
+        for batch in inputs[:warmup]:
+            model(batch)
+        start = time.perf_counter()
+        for batch in inputs[warmup:]:
+            model(batch)
+        result["infer_ms_per_image"] = 1e3 * (time.perf_counter() - start) / len(inputs[warmup:])
+
+    model.train()
+    optimizer = Trainer.build_optimizer(cfg, model)
+    loader = iter(build_detection_train_loader(cfg))
+    batches = [next(loader) for _ in range(warmup + train_iters)]
+    with EventStorage():
+        times = []
+        for i, batch in enumerate(batches):
+            start = time.perf_counter()
+            loss = sum(model(batch).values())
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            if i >= warmup:
+                times.append(time.perf_counter() - start)
+    result["train_s_per_iter"] = sum(times) / len(times)
+    return result

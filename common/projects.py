@@ -1,0 +1,54 @@
+"""Finds the configs of the baselines and of every project, with the config functions they need."""
+
+import glob
+import importlib
+import os
+import sys
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BASELINE_TOY_CONFIGS = [
+    os.path.join(REPO, "common", "configs", f"{n}_R-18-FPN_toy.yaml")
+    for n in ("retinanet", "fcos", "faster_rcnn")
+]
+
+
+def project_of(path):
+    rel = os.path.relpath(os.path.abspath(path), REPO).split(os.sep)
+    return rel[1] if rel[0] == "projects" else None
+
+
+def config_fns(path):
+    """The ``add_<x>_config`` functions exported by the package of the project holding ``path``
+    (none for the baselines' configs). Importing the package registers its modules."""
+    project = project_of(path)
+    if project is None:
+        return []
+    root = os.path.join(REPO, "projects", project)
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    fns = []
+    for init in sorted(glob.glob(os.path.join(root, "*", "__init__.py"))):
+        if os.path.basename(os.path.dirname(init)) in ("tests", "configs"):
+            continue
+        pkg = importlib.import_module(os.path.basename(os.path.dirname(init)))
+        fns += [getattr(pkg, n) for n in dir(pkg) if n.startswith("add_") and n.endswith("_config")]
+    return fns
+
+
+def project_toy_configs():
+    return sorted(glob.glob(os.path.join(REPO, "projects", "*", "configs", "toy", "*.yaml")))
+
+
+def load_config(path, opts=()):
+    """get_cfg() + the engine's and the project's keys + the file + ``opts``; not frozen."""
+    from detectron2.config import get_cfg
+
+    from common.engine import add_common_config
+
+    cfg = get_cfg()
+    add_common_config(cfg)
+    for fn in config_fns(path):
+        fn(cfg)
+    cfg.merge_from_file(path)
+    cfg.merge_from_list(list(opts))
+    return cfg
