@@ -10,7 +10,6 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from PIL import Image
 
 from common.engine import default_argument_parser, setup
-
 from common.testing import run_module
 
 CONFIG = "common/configs/retinanet_R-18-FPN_toy.yaml"

@@ -25,7 +25,10 @@ def main(argv=None):
     setup_logger(name="fvcore")
     configs = args.configs or BASELINE_TOY_CONFIGS + project_toy_configs()
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    machine = f"{platform.machine()}, {os.cpu_count()} CPU threads" if device == "cpu" else torch.cuda.get_device_name()
+    if device == "cpu":
+        machine = f"{platform.machine()}, {os.cpu_count()} CPU threads"
+    else:
+        machine = torch.cuda.get_device_name()
     rows = []
     for path in configs:
         cfg = load_config(path, ["MODEL.DEVICE", device, "DATALOADER.NUM_WORKERS", "0"])

@@ -7,7 +7,6 @@ that an image without objects no longer crashes its anchor labelling.
 """
 
 import torch
-
 from detectron2.config import CfgNode as CN
 from detectron2.config import configurable
 from detectron2.layers import ShapeSpec
