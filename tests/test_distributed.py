@@ -47,6 +47,8 @@ def _deterministic_faster_rcnn_cfg():
     cfg.merge_from_file("common/configs/faster_rcnn_R-18-FPN_toy.yaml")
     cfg.MODEL.DEVICE = "cpu"
     cfg.MODEL.ROI_HEADS.NUM_CLASSES = 6
+    # Per-sample normalisation: BatchNorm statistics depend on the split by construction.
+    cfg.MODEL.RESNETS.NORM = cfg.MODEL.FPN.NORM = "GN"
     cfg.MODEL.RPN.BATCH_SIZE_PER_IMAGE = 10**6
     cfg.MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE = 10**6
     cfg.MODEL.RPN.POST_NMS_TOPK_TRAIN = 50
