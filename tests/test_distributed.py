@@ -22,7 +22,9 @@ def _train_and_dump(argv, out):
     trainer.resume_or_load(resume=False)
     trainer.train()
     model = trainer.model.module if isinstance(trainer.model, DistributedDataParallel) else trainer.model
-    torch.save(model.state_dict(), os.path.join(out, f"rank{comm.get_rank()}.pth"))
+    # Parameters only: BatchNorm running statistics are per process (broadcast_buffers=False).
+    weights = {k: v.detach() for k, v in model.named_parameters()}
+    torch.save(weights, os.path.join(out, f"rank{comm.get_rank()}.pth"))
 
 
 @pytest.mark.slow
