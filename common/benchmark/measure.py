@@ -6,10 +6,25 @@ import time
 import torch
 from detectron2.data import build_detection_test_loader, build_detection_train_loader
 from detectron2.modeling import build_model
-from detectron2.utils.analysis import FlopCountAnalysis
 from detectron2.utils.events import EventStorage
+from fvcore.nn import FlopCountAnalysis
+from torch import nn
 
 from common.engine import Trainer
+
+
+class _TensorInOut(nn.Module):
+    """Tensor in, tensors out, so fvcore can trace a detector. (detectron2's own
+    ``utils.analysis`` imports ``detectron2.export``, which needs caffe2.)"""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, image):
+        (out,) = self.model([{"image": image}])
+        inst = out["instances"]
+        return inst.pred_boxes.tensor, inst.scores
 
 
 def count_parameters(model):
@@ -36,7 +51,7 @@ def measure(cfg, train_iters=10, infer_images=30, warmup=3):
     model.eval()
     inputs = _test_inputs(cfg, warmup + infer_images)
     with torch.no_grad():
-        flops = FlopCountAnalysis(model, inputs[0])
+        flops = FlopCountAnalysis(_TensorInOut(model), (inputs[0][0]["image"],))
         flops.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
         result["gflops"] = flops.total() / 1e9
         for batch in inputs[:warmup]:
