@@ -4,7 +4,7 @@
     python -m common.demo --config-file common/configs/retinanet_R-18-FPN_toy.yaml \
         --input path/to/img_or_folder --output output/demo MODEL.WEIGHTS model_final.pth
 
-Projects pass their own ``add_<x>_config`` through ``run_demo(..., add_config_fns)``.
+A project's config (``projects/<P>/configs/...``) brings its package's ``add_<x>_config``.
 """
 
 import argparse
@@ -48,8 +48,9 @@ def draw_detections(predictor, cfg, files, output_dir, confidence=0.5):
     return written
 
 
-def run_demo(argv=None, add_config_fns=()):
+def run_demo(argv=None):
     from common.engine import setup
+    from common.projects import config_fns
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config-file", required=True, metavar="FILE")
@@ -63,7 +64,7 @@ def run_demo(argv=None, add_config_fns=()):
         False, True, [], [],
     )
     files = list_images(args.input)
-    cfg = setup(args, *add_config_fns)
+    cfg = setup(args, *config_fns(args.config_file))
     if not cfg.MODEL.WEIGHTS:
         raise SystemExit("error: set MODEL.WEIGHTS to a trained checkpoint")
     written = draw_detections(DefaultPredictor(cfg), cfg, files, args.output, args.confidence)

@@ -17,6 +17,16 @@ def project_of(path):
     return rel[1] if rel[0] == "projects" else None
 
 
+def train_command(path, *opts):
+    """The command that trains ``path``: its project's ``train_net.py``, or the baselines'
+    ``python -m common.train_net``; run it from the repo root."""
+    project = project_of(path)
+    script = ["-m", "common.train_net"] if project is None else [
+        os.path.join(REPO, "projects", project, "train_net.py")
+    ]
+    return [sys.executable, *script, "--config-file", os.path.abspath(path), *opts]
+
+
 def config_fns(path):
     """The ``add_<x>_config`` functions exported by the package of the project holding ``path``
     (none for the baselines' configs). Importing the package registers its modules."""
@@ -40,15 +50,17 @@ def project_toy_configs():
 
 
 def load_config(path, opts=()):
-    """get_cfg() + the engine's and the project's keys + the file + ``opts``; not frozen."""
+    """get_cfg() + the engine's and the project's keys + the file, NUM_CLASSES from the training
+    set's metadata (as ``setup()``), then ``opts``; not frozen."""
     from detectron2.config import get_cfg
 
-    from common.engine import add_common_config
+    from common.engine import add_common_config, set_num_classes
 
     cfg = get_cfg()
     add_common_config(cfg)
     for fn in config_fns(path):
         fn(cfg)
     cfg.merge_from_file(path)
+    set_num_classes(cfg)
     cfg.merge_from_list(list(opts))
     return cfg

@@ -4,6 +4,8 @@ import os
 import subprocess
 import sys
 
+import torch
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -23,3 +25,58 @@ def run_script(path, *args, cwd=None, timeout=600):
         cwd=cwd or os.path.dirname(os.path.abspath(path)), capture_output=True, text=True,
         timeout=timeout,
     )
+
+
+def _build(config_file, opts):
+    from detectron2.modeling import build_model
+
+    from common.projects import load_config
+
+    return build_model(load_config(config_file, ["MODEL.DEVICE", "cpu", *opts]))
+
+
+def _loss_and_grads(config_file, opts, state, batch, out):
+    """Loss and gradients of this process's share of ``batch``, as training computes them."""
+    import torch.distributed as dist
+    from detectron2.utils import comm
+    from detectron2.utils.events import EventStorage
+    from torch.nn.parallel import DistributedDataParallel
+
+    model = _build(config_file, opts)
+    model.load_state_dict(state)
+    world, rank = comm.get_world_size(), comm.get_rank()
+    if world > 1:
+        model = DistributedDataParallel(model, broadcast_buffers=False)
+    with EventStorage():
+        losses = model(batch[rank::world])
+    sum(losses.values()).backward()  # DDP averages the gradients over processes
+    values = torch.stack([losses[k].detach() for k in sorted(losses)])
+    if world > 1:
+        dist.all_reduce(values)
+        values /= world
+    grads = {n.removeprefix("module."): p.grad.clone()
+             for n, p in model.named_parameters() if p.grad is not None}
+    if rank == 0:
+        torch.save({"losses": dict(zip(sorted(losses), values)), "grads": grads}, out)
+
+
+def assert_split_invariant(config_file, opts, batch, tmp_dir):
+    """The losses and gradients of ``batch`` (a list of model inputs, even length) are the same
+    in one process and split over two gloo processes with DDP. Use per-sample normalisation
+    (GN) in ``opts``: BatchNorm statistics depend on the split by construction."""
+    from common.engine import launch
+
+    torch.manual_seed(0)
+    state = _build(config_file, opts).state_dict()
+    one, two = os.path.join(tmp_dir, "one.pth"), os.path.join(tmp_dir, "two.pth")
+    _loss_and_grads(config_file, opts, state, batch, one)
+    launch(_loss_and_grads, 2, dist_url="auto", args=(config_file, opts, state, batch, two))
+    one, two = torch.load(one), torch.load(two)
+    assert one["losses"].keys() == two["losses"].keys()
+    for k in one["losses"]:
+        assert one["losses"][k] > 0, k
+        torch.testing.assert_close(two["losses"][k], one["losses"][k], rtol=1e-5, atol=1e-7)
+    assert one["grads"].keys() == two["grads"].keys()
+    for k, g in two["grads"].items():
+        torch.testing.assert_close(g, one["grads"][k], rtol=1e-4, atol=1e-6)
+    return one["losses"]

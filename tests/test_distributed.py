@@ -5,15 +5,12 @@ import os
 
 import pytest
 import torch
-import torch.distributed as dist
-from detectron2.config import get_cfg
-from detectron2.modeling import build_model
 from detectron2.structures import Boxes, Instances
 from detectron2.utils import comm
-from detectron2.utils.events import EventStorage
 from torch.nn.parallel import DistributedDataParallel
 
-from common.engine import Trainer, add_common_config, default_argument_parser, launch, setup
+from common.engine import Trainer, default_argument_parser, launch, setup
+from common.testing import assert_split_invariant
 
 
 def _train_and_dump(argv, out):
@@ -41,20 +38,14 @@ def test_two_gloo_processes_end_with_identical_weights(tmp_path):
     assert all(torch.equal(init[k], w0[k]) for k in w0)  # rank 0's checkpoint is what it holds
 
 
-def _deterministic_faster_rcnn_cfg():
-    """Faster R-CNN with every anchor and proposal sampled, so no random subsampling, and with
-    the same number of proposals in every image (50 + its 2 GT boxes)."""
-    cfg = get_cfg()
-    add_common_config(cfg)
-    cfg.merge_from_file("common/configs/faster_rcnn_R-18-FPN_toy.yaml")
-    cfg.MODEL.DEVICE = "cpu"
-    cfg.MODEL.ROI_HEADS.NUM_CLASSES = 6
-    # Per-sample normalisation: BatchNorm statistics depend on the split by construction.
-    cfg.MODEL.RESNETS.NORM = cfg.MODEL.FPN.NORM = "GN"
-    cfg.MODEL.RPN.BATCH_SIZE_PER_IMAGE = 10**6
-    cfg.MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE = 10**6
-    cfg.MODEL.RPN.POST_NMS_TOPK_TRAIN = 50
-    return cfg
+# Faster R-CNN with every anchor and proposal sampled, so no random subsampling, and with the
+# same number of proposals in every image (50 + its 2 GT boxes). GN: BatchNorm statistics depend
+# on the split by construction.
+FASTER_RCNN_OPTS = [
+    "MODEL.ROI_HEADS.NUM_CLASSES", "6", "MODEL.RESNETS.NORM", "GN", "MODEL.FPN.NORM", "GN",
+    "MODEL.RPN.BATCH_SIZE_PER_IMAGE", "1000000", "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", "1000000",
+    "MODEL.RPN.POST_NMS_TOPK_TRAIN", "50",
+]
 
 
 def _batch():
@@ -69,37 +60,8 @@ def _batch():
     return out
 
 
-def _loss_and_grads(state, out):
-    """Loss and gradient of this process's share of the batch, as training computes them."""
-    cfg = _deterministic_faster_rcnn_cfg()
-    model = build_model(cfg)
-    model.load_state_dict(state)
-    world, rank = comm.get_world_size(), comm.get_rank()
-    if world > 1:
-        model = DistributedDataParallel(model, broadcast_buffers=False)
-    with EventStorage():
-        losses = model(_batch()[rank::world])
-    sum(losses.values()).backward()  # DDP averages the gradients over processes
-    values = torch.stack([losses[k].detach() for k in sorted(losses)])
-    if world > 1:
-        dist.all_reduce(values)
-        values /= world
-    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
-    if rank == 0:
-        torch.save({"losses": dict(zip(sorted(losses), values)), "grads": grads}, out)
-
-
 @pytest.mark.slow
 def test_loss_normalisation_does_not_depend_on_the_split(tmp_path):
-    torch.manual_seed(0)
-    state = build_model(_deterministic_faster_rcnn_cfg()).state_dict()
-    _loss_and_grads(state, tmp_path / "one.pth")
-    launch(_loss_and_grads, 2, dist_url="auto", args=(state, tmp_path / "two.pth"))
-    one, two = torch.load(tmp_path / "one.pth"), torch.load(tmp_path / "two.pth")
-    assert one["losses"].keys() == two["losses"].keys()
-    for k in one["losses"]:
-        assert one["losses"][k] > 0
-        torch.testing.assert_close(two["losses"][k], one["losses"][k], rtol=1e-5, atol=1e-7)
-    assert one["grads"].keys() == {k.removeprefix("module.") for k in two["grads"]}
-    for k, g in two["grads"].items():
-        torch.testing.assert_close(g, one["grads"][k.removeprefix("module.")], rtol=1e-4, atol=1e-6)
+    assert_split_invariant(
+        "common/configs/faster_rcnn_R-18-FPN_toy.yaml", FASTER_RCNN_OPTS, _batch(), str(tmp_path)
+    )

@@ -4,6 +4,7 @@ time, all measured in the calling process so ratios between configs hold."""
 import time
 
 import torch
+from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.data import build_detection_test_loader, build_detection_train_loader
 from detectron2.modeling import build_model
 from detectron2.utils.events import EventStorage
@@ -43,9 +44,14 @@ def _test_inputs(cfg, n):
 
 def measure(cfg, train_iters=10, infer_images=30, warmup=3):
     """Returns a dict: params (M), gflops (one test image, fvcore), train_s_per_iter (at
-    cfg.SOLVER.IMS_PER_BATCH), infer_ms_per_image (batch 1)."""
+    cfg.SOLVER.IMS_PER_BATCH), infer_ms_per_image (batch 1).
+
+    Inference time depends on how many boxes reach NMS, so time a trained model
+    (``cfg.MODEL.WEIGHTS``): an untrained one scores thousands of near-prior boxes."""
     torch.manual_seed(0)
     model = build_model(cfg)
+    if cfg.MODEL.WEIGHTS:
+        DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
     result = {"params_M": count_parameters(model) / 1e6}
 
     model.eval()

@@ -21,6 +21,9 @@ def main(argv=None):
     parser.add_argument("--out", default="output/bench")
     parser.add_argument("--configs", nargs="*", help="default: every baseline + project toy config")
     parser.add_argument("--train-iters", type=int, default=10)
+    parser.add_argument("--weights-dir", default="output/toy",
+                        help="<dir>/<config stem>/model_final.pth, where present, is timed at "
+                             "inference (written by make toy); else the untrained model")
     args = parser.parse_args(argv)
     setup_logger(name="fvcore")
     configs = args.configs or BASELINE_TOY_CONFIGS + project_toy_configs()
@@ -31,12 +34,17 @@ def main(argv=None):
         machine = torch.cuda.get_device_name()
     rows = []
     for path in configs:
-        cfg = load_config(path, ["MODEL.DEVICE", device, "DATALOADER.NUM_WORKERS", "0"])
+        stem = os.path.splitext(os.path.basename(path))[0]
+        weights = os.path.join(args.weights_dir, stem, "model_final.pth")
+        weights = weights if os.path.isfile(weights) else ""
+        cfg = load_config(path, ["MODEL.DEVICE", device, "DATALOADER.NUM_WORKERS", "0",
+                                 "MODEL.WEIGHTS", weights])
         for name in cfg.DATASETS.TRAIN + cfg.DATASETS.TEST:
             prepare(name)
         r = measure(cfg, train_iters=args.train_iters)
         r["config"] = os.path.relpath(path, REPO)
         r["batch"] = cfg.SOLVER.IMS_PER_BATCH
+        r["weights"] = weights or "untrained"
         rows.append(r)
         print(json.dumps(r))
     os.makedirs(args.out, exist_ok=True)
@@ -45,13 +53,15 @@ def main(argv=None):
     lines = [
         f"Machine: {machine}; torch {torch.__version__}; command: `make bench`",
         "",
-        "| config | params (M) | GFLOPs (1 test image) | train s/iter (batch) | inference ms/image |",
-        "|---|---:|---:|---:|---:|",
+        "| config | params (M) | GFLOPs (1 test image) | train s/iter (batch) | inference ms/image "
+        "| weights timed |",
+        "|---|---:|---:|---:|---:|---|",
     ]
     for r in rows:
         lines.append(
             f"| {r['config']} | {r['params_M']:.2f} | {r['gflops']:.2f} | "
-            f"{r['train_s_per_iter']:.3f} ({r['batch']}) | {r['infer_ms_per_image']:.1f} |"
+            f"{r['train_s_per_iter']:.3f} ({r['batch']}) | {r['infer_ms_per_image']:.1f} | "
+            f"{os.path.relpath(r['weights'], REPO) if r['weights'] != 'untrained' else 'untrained'} |"
         )
     with open(os.path.join(args.out, "bench.md"), "w") as f:
         f.write("\n".join(lines) + "\n")

@@ -3,6 +3,7 @@ evaluates it on its test set, and writes a results table.
 
     python -m common.benchmark.toy --out output/toy                 # the three baselines
     python -m common.benchmark.toy --configs projects/GFL/configs/toy/gfl_R-18-FPN_toy.yaml
+    python -m common.benchmark.toy --configs CONFIG -- MODEL.GFL.ANCHOR_SCALE 8.0   # overrides
 
 Writes ``<out>/toy.md`` and ``<out>/toy.json``; each run's files are in ``<out>/<config stem>``.
 """
@@ -12,25 +13,15 @@ import json
 import os
 import platform
 import subprocess
-import sys
 import time
 
-from common.projects import BASELINE_TOY_CONFIGS, REPO, project_of
-
-
-def _command(path, out_dir, opts):
-    project = project_of(path)
-    script = ["-m", "common.train_net"] if project is None else [
-        os.path.join(REPO, "projects", project, "train_net.py")
-    ]
-    return [sys.executable, *script, "--config-file", os.path.abspath(path),
-            "OUTPUT_DIR", os.path.abspath(out_dir), *opts]
+from common.projects import BASELINE_TOY_CONFIGS, REPO, train_command
 
 
 def run_one(path, out, opts=()):
     stem = os.path.splitext(os.path.basename(path))[0]
     out_dir = os.path.join(out, stem)
-    cmd = _command(path, out_dir, opts)
+    cmd = train_command(path, "OUTPUT_DIR", os.path.abspath(out_dir), *opts)
     start = time.time()
     with open(os.path.join(out, stem + ".log"), "w") as log:
         subprocess.run(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, check=True)
@@ -44,7 +35,7 @@ def run_one(path, out, opts=()):
         "APs": final["bbox/APs"], "APm": final["bbox/APm"], "APl": final["bbox/APl"],
         "minutes": minutes,
         "s_per_iter": sum(times) / max(len(times), 1),
-        "iters": max(m["iteration"] for m in metrics) + 1,
+        "iters": max(m["iteration"] for m in metrics if "total_loss" in m) + 1,
         "command": " ".join(["python"] + cmd[1:]).replace(REPO + os.sep, ""),
     }
 
@@ -59,6 +50,8 @@ def main(argv=None):
     parser.add_argument("--configs", nargs="*", help="default: the baselines' toy configs")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides for every run")
     args = parser.parse_args(argv)
+    if args.opts[:1] == ["--"]:  # ends the list of --configs
+        args.opts = args.opts[1:]
     os.makedirs(args.out, exist_ok=True)
     rows = []
     for path in args.configs or BASELINE_TOY_CONFIGS:

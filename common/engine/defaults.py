@@ -24,7 +24,9 @@ from torch.nn.parallel import DistributedDataParallel
 from common.data import DatasetError, prepare, register_coco, register_crowdhuman
 from common.modeling import add_fcos_config
 
-__all__ = ["add_common_config", "default_argument_parser", "evaluate", "setup", "Trainer"]
+__all__ = [
+    "add_common_config", "default_argument_parser", "evaluate", "set_num_classes", "setup", "Trainer",
+]
 
 
 def add_common_config(cfg):
@@ -68,7 +70,7 @@ def _merge(cfg, args):
             _fail(f"bad config (in {where}): {msg}")
 
 
-def _set_num_classes(cfg):
+def set_num_classes(cfg):
     """Every head's NUM_CLASSES follows the training dataset's ``thing_classes``."""
     if not cfg.DATASETS.TRAIN:
         return
@@ -105,17 +107,20 @@ def setup(args, *add_config_fns):
     if cfg.OUTPUT_DIR == "./output" and args.config_file:
         # An experiment's identity is its config name.
         cfg.OUTPUT_DIR = os.path.join("output", os.path.splitext(os.path.basename(args.config_file))[0])
-    try:
-        # One process per machine generates the toy data, the others then only check.
-        names = list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST)
-        for rank_turn in (True, False):
-            if rank_turn == (comm.get_local_rank() == 0):
-                for name in names:
+    # One process per machine generates the toy data, the others then only check. A process
+    # that fails still reaches the barrier, so the others do not wait for it until the timeout.
+    error = None
+    for rank_turn in (True, False):
+        if rank_turn == (comm.get_local_rank() == 0):
+            try:
+                for name in list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST):
                     prepare(name)
-            comm.synchronize()
-    except DatasetError as e:
-        _fail(e)
-    _set_num_classes(cfg)
+            except DatasetError as e:
+                error = e
+        comm.synchronize()
+    if error is not None:
+        _fail(error)
+    set_num_classes(cfg)
     _check_weights(cfg, args)
     if cfg.SOLVER.OPTIMIZER.upper() not in ("SGD", "ADAMW"):
         _fail(f"SOLVER.OPTIMIZER must be SGD or ADAMW, not {cfg.SOLVER.OPTIMIZER}")
