@@ -9,15 +9,15 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 
 from detectron2.data import MetadataCatalog
 
 from common.data import prepare
 from common.demo import run_demo
-from common.projects import REPO
+from common.projects import REPO, train_command
 
-CONFIG = "common/configs/retinanet_R-18-FPN_toy.yaml"
+# Generalized Focal Loss (projects/GFL), the template project.
+CONFIG = "projects/GFL/configs/toy/gfl_R-18-FPN_toy.yaml"
 # A shorter schedule than the toy benchmark's, so the demo takes minutes, not a quarter hour.
 SCHEDULE = ["SOLVER.MAX_ITER", "400", "SOLVER.STEPS", "(300, 370)"]
 NUM_IMAGES = 8
@@ -26,10 +26,8 @@ NUM_IMAGES = 8
 def main(out="output/demo"):
     out = os.path.join(REPO, out)
     train_dir = os.path.join(out, "train")
-    cmd = [sys.executable, "-m", "common.train_net", "--config-file", CONFIG,
-           "OUTPUT_DIR", train_dir, *SCHEDULE]
-    if os.path.exists(os.path.join(train_dir, "last_checkpoint")):
-        cmd.insert(3, "--resume")
+    resume = ["--resume"] if os.path.exists(os.path.join(train_dir, "last_checkpoint")) else []
+    cmd = train_command(CONFIG, *resume, "OUTPUT_DIR", train_dir, *SCHEDULE)
     print("$", " ".join(["python"] + cmd[1:]), flush=True)
     subprocess.run(cmd, cwd=REPO, check=True)
 
