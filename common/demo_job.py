@@ -44,8 +44,9 @@ def main(out="output/demo"):
 
     metrics = [json.loads(line) for line in open(os.path.join(train_dir, "metrics.json"))]
     final = [m for m in metrics if "bbox/AP" in m][-1]
+    iters = max(m["iteration"] for m in metrics if "total_loss" in m) + 1
     print(f"\ntoy_shapes_val box AP {final['bbox/AP']:.1f}, AP50 {final['bbox/AP50']:.1f} "
-          f"({CONFIG}, {final['iteration'] + 1} iterations)")
+          f"({CONFIG}, {iters} iterations)")
     print(f"training run: {train_dir}\ndetections drawn: {detections}/*.png")
 
 

@@ -13,7 +13,7 @@ def add_gfl_config(cfg):
     _C.GFL.NORM = "GN"
     # Initial foreground probability of the classification logits (focal-loss prior).
     _C.GFL.PRIOR_PROB = 0.01
-    # n in the paper (Sec. 3.3): each box side is a distribution over the n+1 integers
+    # n in the paper (DFL): each box side is a distribution over the n+1 integers
     # {0, ..., n}, in units of the level's stride ("reg_max").
     _C.GFL.REG_MAX = 16
     # ATSS assignment: one square anchor of side ANCHOR_SCALE * stride per location
@@ -21,7 +21,7 @@ def add_gfl_config(cfg):
     # each level are its candidates ("topk").
     _C.GFL.ANCHOR_SCALE = 8.0
     _C.GFL.ATSS_TOPK = 9
-    # beta of Quality Focal Loss (Eq. 5) and the weights of the three losses (Eq. 10:
+    # beta of Quality Focal Loss and the weights of the three losses (the paper's total loss:
     # lambda_0 for GIoU, lambda_1 for DFL; QFL has weight 1).
     _C.GFL.QFL_BETA = 2.0
     _C.GFL.QFL_WEIGHT = 1.0

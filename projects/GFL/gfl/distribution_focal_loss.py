@@ -1,4 +1,4 @@
-"""Distribution Focal Loss (Sec. 3.3, Eq. 6).
+"""Distribution Focal Loss (paper, Sec. 3: DFL).
 
 A box side y (in stride units) lies between the integers y_i <= y < y_{i+1}. DFL pushes the
 predicted distribution's mass onto those two bins, with the weights that make its expectation y:

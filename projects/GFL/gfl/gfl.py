@@ -157,8 +157,8 @@ class GFL(DenseDetector):
             gt_labels: ``(N, A)``; gt_boxes: ``(N, A, 4)`` from :meth:`label_anchors`.
 
         Returns:
-            ``loss_qfl`` (Eq. 5, over all locations / number of positives), ``loss_giou`` and
-            ``loss_dfl`` (Eq. 6, over positives, each weighted by its max class score and
+            ``loss_qfl`` (QFL, over all locations / number of positives), ``loss_giou`` and
+            ``loss_dfl`` (DFL, over positives, each weighted by its max class score and
             divided by the sum of those weights; DFL also averaged over the 4 sides).
         """
         n = self.reg_max

@@ -1,9 +1,9 @@
-"""The general distribution of a box side (Sec. 3.3) and the conversions around it.
+"""The general distribution of a box side (paper, Sec. 3: DFL) and the conversions around it.
 
 A box side is regressed as the distance from a location to that side, in units of the
 level's stride. Instead of one number the head predicts, per side, logits over the n+1 integers
 {0, 1, ..., n} (n = ``reg_max``); the distance is the expectation of the softmax distribution
-(Eq. 7): y_hat = sum_i P(y_i) y_i.
+(the integral): y_hat = sum_i P(y_i) y_i.
 
 Box conventions: boxes are XYXY; ``ltrb`` are the distances (left, top, right, bottom) from a
 point (x, y) to the four sides, all in the same units as the point.
@@ -15,13 +15,13 @@ __all__ = ["integral", "distance_to_distribution", "ltrb_to_boxes", "boxes_to_lt
 
 
 def integral(logits):
-    """Eq. 7: ``(..., n+1)`` logits -> ``(...)`` expected distances in [0, n]."""
+    """The integral: ``(..., n+1)`` logits -> ``(...)`` expected distances in [0, n]."""
     bins = torch.arange(logits.shape[-1], dtype=logits.dtype, device=logits.device)
     return (logits.softmax(dim=-1) * bins).sum(dim=-1)
 
 
 def distance_to_distribution(distances, reg_max):
-    """The inverse of :func:`integral` that DFL learns (Eq. 6): the distribution that puts all
+    """The inverse of :func:`integral` that DFL learns: the distribution that puts all
     its mass on the two integers around y, p(y_i) = y_{i+1} - y and p(y_{i+1}) = y - y_i, whose
     expectation is y. ``(...)`` distances in [0, n] -> ``(..., n+1)`` probabilities."""
     y = distances.clamp(0, reg_max)

@@ -1,4 +1,4 @@
-"""Quality Focal Loss (Sec. 3.2, Eq. 5).
+"""Quality Focal Loss (paper, Sec. 3: QFL).
 
 The classification branch predicts a joint class-and-localisation-quality score: the target of
 a positive location's GT class is the IoU y in [0, 1] between its predicted box and its GT box,

@@ -1,4 +1,4 @@
-"""QFL (Eq. 5), DFL (Eq. 6) and the integral (Eq. 7) against values worked out by hand."""
+"""QFL, DFL and the integral (distribution -> distance) against values worked out by hand."""
 
 import math
 
