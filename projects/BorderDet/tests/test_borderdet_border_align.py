@@ -55,7 +55,8 @@ def test_samples_outside_the_map_follow_roialign(op):
     boxes[0, 1] = torch.tensor([2.5, 0.0, 2.5, 0.0])  # clamped to x = 2: 3
     boxes[0, 2] = torch.tensor([5.0, 0.0, 5.0, 0.0])  # more than a pixel outside: 0
     out = op(feat, boxes, 1)
-    torch.testing.assert_close(out[0, :, 0], torch.tensor([[1.0, 3.0, 0.0]], dtype=torch.float64).expand(4, 3))
+    expected = torch.tensor([[1.0, 3.0, 0.0]], dtype=torch.float64).expand(4, 3)
+    torch.testing.assert_close(out[0, :, 0], expected)
 
 
 @pytest.mark.parametrize("op", OPS)
