@@ -35,8 +35,9 @@ def _build(config_file, opts):
     return build_model(load_config(config_file, ["MODEL.DEVICE", "cpu", *opts]))
 
 
-def _loss_and_grads(config_file, opts, state, batch, out):
-    """Loss and gradients of this process's share of ``batch``, as training computes them."""
+def _loss_and_grads(config_file, opts, state, batch, out, keys=None):
+    """Loss and gradients of this process's share of ``batch``, as training computes them
+    (only the losses named in ``keys``, if given)."""
     import torch.distributed as dist
     from detectron2.utils import comm
     from detectron2.utils.events import EventStorage
@@ -46,9 +47,13 @@ def _loss_and_grads(config_file, opts, state, batch, out):
     model.load_state_dict(state)
     world, rank = comm.get_world_size(), comm.get_rank()
     if world > 1:
-        model = DistributedDataParallel(model, broadcast_buffers=False)
+        # With ``keys``, parameters that only other losses reach get no gradient.
+        model = DistributedDataParallel(model, broadcast_buffers=False,
+                                        find_unused_parameters=keys is not None)
     with EventStorage():
         losses = model(batch[rank::world])
+    if keys is not None:
+        losses = {k: losses[k] for k in keys}
     sum(losses.values()).backward()  # DDP averages the gradients over processes
     values = torch.stack([losses[k].detach() for k in sorted(losses)])
     if world > 1:
@@ -60,17 +65,20 @@ def _loss_and_grads(config_file, opts, state, batch, out):
         torch.save({"losses": dict(zip(sorted(losses), values)), "grads": grads}, out)
 
 
-def assert_split_invariant(config_file, opts, batch, tmp_dir):
+def assert_split_invariant(config_file, opts, batch, tmp_dir, keys=None, state=None):
     """The losses and gradients of ``batch`` (a list of model inputs, even length) are the same
     in one process and split over two gloo processes with DDP. Use per-sample normalisation
-    (GN) in ``opts``: BatchNorm statistics depend on the split by construction."""
+    (GN) in ``opts``: BatchNorm statistics depend on the split by construction. ``keys``
+    restricts the check to those losses (and the gradients of their sum); ``state`` is the
+    model's state_dict (default: the seeded initialisation)."""
     from common.engine import launch
 
-    torch.manual_seed(0)
-    state = _build(config_file, opts).state_dict()
+    if state is None:
+        torch.manual_seed(0)
+        state = _build(config_file, opts).state_dict()
     one, two = os.path.join(tmp_dir, "one.pth"), os.path.join(tmp_dir, "two.pth")
-    _loss_and_grads(config_file, opts, state, batch, one)
-    launch(_loss_and_grads, 2, dist_url="auto", args=(config_file, opts, state, batch, two))
+    _loss_and_grads(config_file, opts, state, batch, one, keys)
+    launch(_loss_and_grads, 2, dist_url="auto", args=(config_file, opts, state, batch, two, keys))
     one, two = torch.load(one), torch.load(two)
     assert one["losses"].keys() == two["losses"].keys()
     for k in one["losses"]:

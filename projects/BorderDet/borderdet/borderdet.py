@@ -1,0 +1,269 @@
+"""BorderDet (Qiu et al., ECCV 2020): detectron2's FCOS whose coarse boxes are re-scored and
+refined from border features (the Border Alignment Module).
+
+Per level, the FCOS towers give the coarse prediction (cls, box, centerness). The coarse boxes,
+detached, divided by the stride and clamped to the map, select where BorderAlign pools in the
+border branches: the classification branch reads the cls tower, the regression branch the box
+tower. Training adds a focal loss on the border classes and an L1 loss on the border offsets;
+inference multiplies the FCOS score by the border score and moves each box by the border
+offsets.
+"""
+
+import math
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from detectron2.config import configurable
+from detectron2.layers import ShapeSpec, batched_nms, cat
+from detectron2.modeling import BACKBONE_REGISTRY, META_ARCH_REGISTRY, build_backbone
+from detectron2.modeling.backbone.fpn import FPN, LastLevelP6P7
+from detectron2.modeling.backbone.resnet import build_resnet_backbone
+from detectron2.modeling.meta_arch.fcos import FCOS, FCOSHead
+from detectron2.structures import Boxes, Instances
+from fvcore.nn import sigmoid_focal_loss_jit
+
+from .border_branch import BorderBranch
+from .border_targets import apply_border_deltas, border_targets
+
+__all__ = ["BorderDet", "BorderDetHead", "build_borderdet_resnet_fpn_backbone"]
+
+
+def _positives_per_process(num_pos):
+    """The number of positives in the whole batch (at least 1), divided by the number of
+    processes: with DDP averaging the gradients, the loss equals that of one process on the
+    whole batch. (The official code clamps the per-process mean to 1, which halves the loss
+    of 2 processes when the batch has a single positive.)"""
+    world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+    if world > 1:
+        num_pos = num_pos.clone()
+        dist.all_reduce(num_pos)
+    return num_pos.clamp(min=1.0) / world
+
+
+class BorderDetHead(FCOSHead):
+    """detectron2's FCOS head plus the two border branches (official ``BorderHead``)."""
+
+    def __init__(self, *, input_shape, conv_dims, num_classes, border_cls_channels=256,
+                 border_reg_channels=128, pool_size=10, prior_prob=0.01, **kwargs):
+        super().__init__(input_shape=input_shape, conv_dims=conv_dims, num_classes=num_classes,
+                         prior_prob=prior_prob, **kwargs)
+        c = conv_dims[-1]
+        self.border_cls_subnet = BorderBranch(c, border_cls_channels, pool_size)
+        self.border_reg_subnet = BorderBranch(c, border_reg_channels, pool_size)
+        self.border_cls_score = torch.nn.Conv2d(c, num_classes, 1)
+        self.border_bbox_pred = torch.nn.Conv2d(c, 4, 1)
+        # Official init: N(0, 0.01), zero bias; the border class bias gives prior_prob.
+        for m in (self.border_cls_subnet, self.border_reg_subnet, self.border_cls_score,
+                  self.border_bbox_pred):
+            for layer in m.modules():
+                if isinstance(layer, torch.nn.Conv2d):
+                    torch.nn.init.normal_(layer.weight, std=0.01)
+                    torch.nn.init.zeros_(layer.bias)
+        torch.nn.init.constant_(self.border_cls_score.bias, -math.log((1 - prior_prob) / prior_prob))
+
+    def forward(self, features):
+        """FCOS's outputs plus each level's cls and box tower features."""
+        logits, bbox_reg, ctrness, cls_feats, box_feats = [], [], [], [], []
+        for feature in features:
+            cls_feat, box_feat = self.cls_subnet(feature), self.bbox_subnet(feature)
+            logits.append(self.cls_score(cls_feat))
+            bbox_reg.append(self.bbox_pred(box_feat))
+            ctrness.append(self.ctrness(box_feat))
+            cls_feats.append(cls_feat)
+            box_feats.append(box_feat)
+        return logits, bbox_reg, ctrness, cls_feats, box_feats
+
+    def forward_border(self, cls_feats, box_feats, align_boxes):
+        """Border logits ``(N, K, H, W)`` and offsets ``(N, 4, H, W)`` per level, from the tower
+        features and the per-level boxes in feature-map coordinates ``(N, H*W, 4)``."""
+        logits, deltas = [], []
+        for cls_feat, box_feat, boxes in zip(cls_feats, box_feats, align_boxes):
+            logits.append(self.border_cls_score(self.border_cls_subnet(cls_feat, boxes)))
+            deltas.append(self.border_bbox_pred(self.border_reg_subnet(box_feat, boxes)))
+        return logits, deltas
+
+
+@META_ARCH_REGISTRY.register()
+class BorderDet(FCOS):
+    @configurable
+    def __init__(self, *, border_iou_thresh=0.6, border_bbox_std=(0.5, 0.5, 0.5, 0.5), **kwargs):
+        super().__init__(**kwargs)
+        self.border_iou_thresh = border_iou_thresh
+        self.border_bbox_std = tuple(border_bbox_std)
+
+    @classmethod
+    def from_config(cls, cfg):
+        c = cfg.MODEL.BORDERDET
+        backbone = build_backbone(cfg)
+        shapes = backbone.output_shape()
+        head = BorderDetHead(
+            input_shape=[shapes[f] for f in c.IN_FEATURES],
+            conv_dims=[shapes[c.IN_FEATURES[0]].channels] * c.NUM_CONVS,
+            num_classes=c.NUM_CLASSES,
+            prior_prob=c.PRIOR_PROB,
+            norm=c.NORM,
+            border_cls_channels=c.BORDER_CLS_CHANNELS,
+            border_reg_channels=c.BORDER_REG_CHANNELS,
+            pool_size=c.POOL_SIZE,
+        )
+        return {
+            "backbone": backbone,
+            "head": head,
+            "head_in_features": c.IN_FEATURES,
+            "num_classes": c.NUM_CLASSES,
+            "center_sampling_radius": c.CENTER_SAMPLING_RADIUS,
+            "focal_loss_alpha": c.FOCAL_LOSS_ALPHA,
+            "focal_loss_gamma": c.FOCAL_LOSS_GAMMA,
+            "test_score_thresh": c.SCORE_THRESH_TEST,
+            "test_topk_candidates": c.TOPK_CANDIDATES_TEST,
+            "test_nms_thresh": c.NMS_THRESH_TEST,
+            "max_detections_per_image": cfg.TEST.DETECTIONS_PER_IMAGE,
+            "border_iou_thresh": c.BORDER_IOU_THRESH,
+            "border_bbox_std": c.BORDER_BBOX_STD,
+            "pixel_mean": cfg.MODEL.PIXEL_MEAN,
+            "pixel_std": cfg.MODEL.PIXEL_STD,
+        }
+
+    def forward(self, batched_inputs):
+        images = self.preprocess_image(batched_inputs)
+        features = self.backbone(images.tensor)
+        features = [features[f] for f in self.head_in_features]
+        logits, bbox_reg, ctrness, cls_feats, box_feats = self.head(features)
+        anchors = self.anchor_generator(features)
+        coarse = self._coarse_boxes(anchors, bbox_reg)
+        align_boxes = [
+            self._align_boxes(b, s, f.shape[-2:])
+            for b, s, f in zip(coarse, self.anchor_generator.strides, features)
+        ]
+        border_logits, border_deltas = self.head.forward_border(cls_feats, box_feats, align_boxes)
+        k = self.num_classes
+        predictions = self._transpose_dense_predictions(
+            [logits, bbox_reg, ctrness, border_logits, border_deltas], [k, 4, 1, k, 4]
+        )
+        if self.training:
+            gt = [x["instances"].to(self.device) for x in batched_inputs]
+            return self.forward_training_border(anchors, predictions, coarse, gt)
+        results = self.forward_inference_border(images.image_sizes, predictions, coarse)
+        return self._postprocess(results, batched_inputs, images.image_sizes)
+
+    @torch.no_grad()
+    def _coarse_boxes(self, anchors, bbox_reg):
+        """Detached coarse FCOS boxes per level, ``(N, H*W, 4)`` in image pixels."""
+        out = []
+        for a, reg in zip(anchors, bbox_reg):
+            deltas = reg.detach().permute(0, 2, 3, 1).reshape(reg.shape[0], -1, 4)
+            out.append(self.box2box_transform.apply_deltas(
+                deltas.reshape(-1, 4), a.tensor.repeat(reg.shape[0], 1)).view_as(deltas))
+        return out
+
+    @staticmethod
+    def _align_boxes(boxes, stride, hw):
+        """Image boxes -> this level's map coordinates, clamped to the map (official)."""
+        h, w = hw
+        boxes = boxes / stride
+        x = boxes[..., 0::2].clamp(0, w - 1)
+        y = boxes[..., 1::2].clamp(0, h - 1)
+        return torch.stack([x[..., 0], y[..., 0], x[..., 1], y[..., 1]], dim=-1).contiguous()
+
+    @torch.no_grad()
+    def label_anchors(self, anchors, gt_instances):
+        # detectron2 v0.6 takes a max over the GT axis, which fails for an image without
+        # objects: every location of such an image is background.
+        num = sum(len(a) for a in anchors)
+        labels, boxes = [], []
+        for gt in gt_instances:
+            if len(gt) > 0:
+                (label,), (box,) = super().label_anchors(anchors, [gt])
+            else:
+                label = torch.full((num,), self.num_classes, dtype=torch.long, device=self.device)
+                box = Boxes(torch.zeros(num, 4, device=self.device))
+            labels.append(label)
+            boxes.append(box)
+        return labels, boxes
+
+    def forward_training_border(self, anchors, predictions, coarse, gt_instances):
+        logits, deltas, ctrness, border_logits, border_deltas = predictions
+        gt_labels, gt_boxes = self.label_anchors(anchors, gt_instances)
+        losses = self.losses(anchors, logits, gt_labels, deltas, gt_boxes, ctrness)
+        losses.update(self.border_losses(
+            cat(coarse, dim=1), cat(border_logits, dim=1), cat(border_deltas, dim=1), gt_instances))
+        return losses
+
+    def border_losses(self, coarse, border_logits, border_deltas, gt_instances):
+        """Focal loss on border classes and L1 on border offsets, both divided by the number of
+        border positives averaged over processes.
+
+        Args:
+            coarse: ``(N, A, 4)``; border_logits: ``(N, A, K)``; border_deltas: ``(N, A, 4)``.
+        """
+        labels, targets = zip(*[
+            border_targets(c, gt.gt_boxes.tensor, gt.gt_classes, self.num_classes,
+                           self.border_iou_thresh, self.border_bbox_std)
+            for c, gt in zip(coarse, gt_instances)
+        ])
+        labels, targets = torch.stack(labels), torch.stack(targets)
+        pos = labels < self.num_classes
+        num_pos = _positives_per_process(pos.sum().float())
+        onehot = F.one_hot(labels, self.num_classes + 1)[..., :-1].to(border_logits.dtype)
+        loss_cls = sigmoid_focal_loss_jit(
+            border_logits, onehot, alpha=self.focal_loss_alpha, gamma=self.focal_loss_gamma,
+            reduction="sum") / num_pos
+        loss_reg = F.l1_loss(border_deltas[pos], targets[pos], reduction="sum") / num_pos
+        return {"loss_border_cls": loss_cls, "loss_border_reg": loss_reg}
+
+    def forward_inference_border(self, image_sizes, predictions, coarse):
+        logits, _, ctrness, border_logits, border_deltas = predictions
+        return [
+            self.inference_single_image_border(
+                [x[i] for x in logits], [x[i] for x in ctrness], [x[i] for x in border_logits],
+                [x[i] for x in border_deltas], [x[i] for x in coarse], size)
+            for i, size in enumerate(image_sizes)
+        ]
+
+    def inference_single_image_border(self, logits, ctrness, border_logits, border_deltas, coarse,
+                                      image_size):
+        """Official score fusion: s = sqrt(sigmoid(cls) sigmoid(ctr)) must pass the threshold;
+        the top-k of s * sigmoid(border_cls) per level are kept; box = coarse + border offsets;
+        final score sqrt(s * sigmoid(border_cls)); class-wise NMS; best ``max_det`` kept."""
+        boxes_all, scores_all, classes_all = [], [], []
+        for lg, ct, blg, bd, cb in zip(logits, ctrness, border_logits, border_deltas, coarse):
+            s = torch.sqrt(lg.sigmoid() * ct.sigmoid())  # (HW, K)
+            keep = s > self.test_score_thresh
+            fused = (s * blg.sigmoid())[keep]
+            loc, cls = keep.nonzero(as_tuple=True)
+            top = fused.argsort(descending=True)[: self.test_topk_candidates]
+            loc, cls, fused = loc[top], cls[top], fused[top]
+            boxes_all.append(apply_border_deltas(cb[loc], bd[loc], self.border_bbox_std))
+            scores_all.append(fused.sqrt())
+            classes_all.append(cls)
+        boxes = Boxes(cat(boxes_all))
+        boxes.clip(image_size)
+        scores, classes = cat(scores_all), cat(classes_all)
+        keep = batched_nms(boxes.tensor, scores, classes, self.test_nms_thresh)
+        keep = keep[: self.max_detections_per_image]
+        return Instances(image_size, pred_boxes=boxes[keep], scores=scores[keep], pred_classes=classes[keep])
+
+    def _postprocess(self, results, batched_inputs, image_sizes):
+        from detectron2.modeling.postprocessing import detector_postprocess
+
+        out = []
+        for r, inp, size in zip(results, batched_inputs, image_sizes):
+            out.append({"instances": detector_postprocess(r, inp.get("height", size[0]),
+                                                          inp.get("width", size[1]))})
+        return out
+
+
+@BACKBONE_REGISTRY.register()
+def build_borderdet_resnet_fpn_backbone(cfg, input_shape: ShapeSpec):
+    """ResNet-FPN with P6/P7 from P5, as detectron2's FCOS (the official cvpods code of that
+    time built P6 from C5; README)."""
+    out = cfg.MODEL.FPN.OUT_CHANNELS
+    return FPN(
+        bottom_up=build_resnet_backbone(cfg, input_shape),
+        in_features=cfg.MODEL.FPN.IN_FEATURES,
+        out_channels=out,
+        norm=cfg.MODEL.FPN.NORM,
+        top_block=LastLevelP6P7(out, out, in_feature="p5"),
+        fuse_type=cfg.MODEL.FPN.FUSE_TYPE,
+    )

@@ -1,0 +1,173 @@
+"""BorderDet: border targets and score fusion on constructed cases, images without objects,
+split invariance of the border normalisers, eval outputs, and a smoke run of train_net.py."""
+
+import json
+import math
+import os
+
+import pytest
+import torch
+from borderdet import apply_border_deltas, border_targets
+from detectron2.modeling import build_model
+from detectron2.structures import Boxes, Instances
+from detectron2.utils.events import EventStorage
+
+from common.projects import load_config
+from common.testing import assert_split_invariant, run_script
+
+PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TOY = os.path.join(PROJECT, "configs", "toy", "borderdet_R-18-FPN_toy.yaml")
+BOX_LOSSES = {"loss_fcos_loc", "loss_fcos_ctr", "loss_border_reg"}
+
+
+def toy_model(num_classes=6, *opts):
+    torch.manual_seed(0)
+    cfg = load_config(TOY, ["MODEL.DEVICE", "cpu", "MODEL.BORDERDET.NUM_CLASSES", str(num_classes), *opts])
+    return build_model(cfg)
+
+
+def instances(h, w, boxes, classes):
+    inst = Instances((h, w))
+    inst.gt_boxes = Boxes(torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4))
+    inst.gt_classes = torch.tensor(classes, dtype=torch.long)
+    return inst
+
+
+def logit(p):
+    return math.log(p / (1 - p))
+
+
+# ---- border targets ----------------------------------------------------------------------------
+
+def test_border_targets_by_hand():
+    coarse = torch.tensor([[0.0, 0, 10, 20],     # IoU 144/232 = 0.62 with GT 0: positive
+                           [0.0, 0, 10, 10],     # IoU 81/203 = 0.40 with GT 0: background
+                           [50.0, 50, 60, 60]])  # IoU 1 with GT 1, 0 with GT 0
+    gt = torch.tensor([[1.0, 2, 12, 18], [50.0, 50, 60, 60]])
+    labels, deltas = border_targets(coarse, gt, torch.tensor([3, 5]), num_classes=6)
+    assert labels.tolist() == [3, 6, 5]
+    # (gt - coarse) / (0.5 * [w, h, w, h]) with w = 10, h = 20.
+    torch.testing.assert_close(deltas[0], torch.tensor([0.2, 0.2, 0.4, -0.2]))
+    torch.testing.assert_close(deltas[2], torch.zeros(4))
+    torch.testing.assert_close(apply_border_deltas(coarse[[0]], deltas[[0]]), gt[[0]])
+
+
+def test_border_target_goes_to_the_gt_with_the_highest_iou():
+    coarse = torch.tensor([[0.0, 0, 10, 10]])
+    gt = torch.tensor([[0.0, 0, 10, 12], [0.0, 0, 10, 11]])  # IoU 0.83 and 0.91
+    labels, _ = border_targets(coarse, gt, torch.tensor([1, 2]), num_classes=3)
+    assert labels.tolist() == [2]
+
+
+def test_border_targets_without_gt_are_background():
+    no_gt = torch.zeros(0, 4), torch.zeros(0, dtype=torch.long)
+    labels, deltas = border_targets(torch.rand(5, 4) * 10, *no_gt, num_classes=4)
+    assert labels.tolist() == [4] * 5 and (deltas == 0).all()
+
+
+# ---- score fusion ------------------------------------------------------------------------------
+
+def test_score_fusion_by_hand():
+    model = toy_model(num_classes=2)
+    # Location 0: cls 0.81, ctr 0.64 -> s = 0.72 > 0.05; border cls 0.5 -> sqrt(0.72 * 0.5) = 0.6.
+    # Location 1: s = sqrt(0.04 * 0.04) = 0.04 < 0.05 is dropped, however high its border score;
+    # so is class 1 at location 0: sqrt(0.001 * 0.64) = 0.025.
+    logits = torch.tensor([[logit(0.81), logit(0.001)], [logit(0.04), logit(0.001)]])
+    ctr = torch.tensor([[logit(0.64)], [logit(0.04)]])
+    border_logits = torch.tensor([[0.0, logit(0.01)], [logit(0.99), logit(0.99)]])
+    coarse = torch.tensor([[10.0, 10, 30, 50], [0, 0, 20, 20]])
+    border_deltas = torch.tensor([[0.1, -0.1, 0.2, 0.0], [0.0, 0, 0, 0]])
+    out = model.inference_single_image_border([logits], [ctr], [border_logits], [border_deltas],
+                                              [coarse], (100, 100))
+    assert out.pred_classes.tolist() == [0]
+    assert out.scores.tolist() == pytest.approx([0.6])
+    # Box = coarse + deltas * 0.5 * [w, h, w, h] with w = 20, h = 40.
+    torch.testing.assert_close(out.pred_boxes.tensor, torch.tensor([[11.0, 8, 32, 50]]))
+
+
+# ---- training ----------------------------------------------------------------------------------
+
+def test_loss_on_two_odd_sized_images_is_finite():
+    model = toy_model().train()
+    batch = [
+        {"image": torch.rand(3, 97, 131) * 255,
+         "instances": instances(97, 131, [[10, 10, 40, 50], [60, 20, 90, 45]], [0, 3])},
+        {"image": torch.rand(3, 115, 89) * 255, "instances": instances(115, 89, [[5, 60, 80, 110]], [5])},
+    ]
+    with EventStorage():
+        losses = model(batch)
+    assert set(losses) == {"loss_fcos_cls", "loss_fcos_loc", "loss_fcos_ctr", "loss_border_cls",
+                           "loss_border_reg"}
+    assert all(torch.isfinite(v) for v in losses.values())
+
+
+def test_images_without_objects_give_cls_losses_and_zero_box_losses_in_the_graph():
+    model = toy_model().train()
+    batch = [
+        {"image": torch.rand(3, 97, 131) * 255, "instances": instances(97, 131, [], [])},
+        {"image": torch.rand(3, 115, 89) * 255, "instances": instances(115, 89, [], [])},
+    ]
+    with EventStorage():
+        losses = model(batch)
+    for k, v in losses.items():
+        assert torch.isfinite(v), k
+        assert (v.item() == 0.0) if k in BOX_LOSSES else (v.item() > 0.0), k
+    sum(losses.values()).backward()
+    assert (model.head.border_bbox_pred.weight.grad == 0).all()
+
+
+@pytest.mark.slow
+def test_border_loss_normalisers_do_not_depend_on_the_split(tmp_path):
+    g = torch.Generator().manual_seed(0)
+    batch = []
+    for boxes, classes in [([[8, 8, 40, 50], [60, 20, 110, 70]], [1, 4]), ([[30, 5, 90, 60]], [2]),
+                           ([[30, 5, 60, 30]], [0]), ([[5, 40, 90, 90], [20, 10, 50, 35]], [5, 2])]:
+        batch.append({"image": torch.rand(3, 96, 128, generator=g) * 255,
+                      "instances": instances(96, 128, boxes, classes)})
+    opts = ["MODEL.BORDERDET.NUM_CLASSES", "6", "MODEL.RESNETS.NORM", "GN", "MODEL.FPN.NORM", "GN",
+            "MODEL.BORDERDET.BORDER_IOU_THRESH", "0.3"]
+    model = toy_model(6, *opts[2:])
+    # Coarse boxes of 4 x 4 strides (untrained ones are near zero size), so that the images
+    # have border positives.
+    torch.nn.init.constant_(model.head.bbox_pred.bias, 2.0)
+    losses = assert_split_invariant(TOY, opts, batch, str(tmp_path), state=model.state_dict(),
+                                    keys=["loss_border_cls", "loss_border_reg"])
+    assert losses["loss_border_reg"] > 0
+
+
+# ---- inference ---------------------------------------------------------------------------------
+
+def test_eval_mode_returns_instances_inside_the_image():
+    model = toy_model(6, "MODEL.BORDERDET.SCORE_THRESH_TEST", "0.0").eval()
+    with torch.no_grad():
+        (out,) = model([{"image": torch.rand(3, 97, 131) * 255, "height": 194, "width": 262}])
+    inst = out["instances"]
+    assert inst.image_size == (194, 262) and 0 < len(inst) <= 100
+    b = inst.pred_boxes.tensor
+    assert (b[:, 0] >= 0).all() and (b[:, 1] >= 0).all()
+    assert (b[:, 2] <= 262).all() and (b[:, 3] <= 194).all()
+    assert ((inst.scores >= 0) & (inst.scores <= 1)).all()
+    assert ((inst.pred_classes >= 0) & (inst.pred_classes < 6)).all()
+
+
+@pytest.mark.slow
+def test_smoke_train_and_eval_through_train_net(tmp_path):
+    r = run_script(
+        os.path.join(PROJECT, "train_net.py"), "--config-file", "configs/toy/borderdet_R-18-FPN_toy.yaml",
+        "SOLVER.MAX_ITER", "3", "SOLVER.IMS_PER_BATCH", "4", "OUTPUT_DIR", str(tmp_path),
+        "MODEL.BORDERDET.SCORE_THRESH_TEST", "0.0",
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "Evaluation results for bbox" in r.stdout + r.stderr
+    assert (tmp_path / "model_final.pth").is_file()
+    metrics = [json.loads(line) for line in open(tmp_path / "metrics.json")]
+    losses = [m["total_loss"] for m in metrics if "total_loss" in m]
+    assert losses and all(math.isfinite(v) for v in losses)
+
+
+def test_instance_norm_matches_torch_and_takes_1x1_maps():
+    from borderdet.border_branch import InstanceNorm
+
+    x = torch.randn(2, 5, 3, 4)
+    torch.testing.assert_close(InstanceNorm()(x), torch.nn.InstanceNorm2d(5)(x))
+    assert (InstanceNorm()(torch.randn(2, 5, 1, 1)) == 0).all()
