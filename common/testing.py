@@ -88,3 +88,46 @@ def assert_split_invariant(config_file, opts, batch, tmp_dir, keys=None, state=N
     for k, g in two["grads"].items():
         torch.testing.assert_close(g, one["grads"][k], rtol=1e-4, atol=1e-6)
     return one["losses"]
+
+
+def make_instances(h, w, boxes, classes):
+    """Ground truth of one ``h x w`` image: XYXY ``boxes`` and their ``classes``."""
+    from detectron2.structures import Boxes, Instances
+
+    inst = Instances((h, w))
+    inst.gt_boxes = Boxes(torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4))
+    inst.gt_classes = torch.tensor(classes, dtype=torch.long)
+    return inst
+
+
+def check_eval_output(model, num_classes):
+    """An eval-mode model returns, for a 97x131 input meant as 194x262, Instances at 194x262
+    with boxes inside the image, scores in [0, 1] and classes in range."""
+    model.eval()
+    with torch.no_grad():
+        (out,) = model([{"image": torch.rand(3, 97, 131) * 255, "height": 194, "width": 262}])
+    inst = out["instances"]
+    assert inst.image_size == (194, 262) and 0 < len(inst) <= 100
+    b = inst.pred_boxes.tensor
+    assert (b[:, 0] >= 0).all() and (b[:, 1] >= 0).all()
+    assert (b[:, 2] <= 262).all() and (b[:, 3] <= 194).all()
+    assert ((inst.scores >= 0) & (inst.scores <= 1)).all()
+    assert ((inst.pred_classes >= 0) & (inst.pred_classes < num_classes)).all()
+
+
+def smoke_train_and_eval(train_net, config, out_dir, *opts):
+    """A few iterations of ``train_net.py --config-file config`` (relative to its folder), then
+    its evaluation: exit 0, an evaluation table, a final checkpoint, finite losses and a box AP
+    in metrics.json."""
+    import json
+    import math
+
+    r = run_script(train_net, "--config-file", config, "SOLVER.MAX_ITER", "3",
+                   "SOLVER.IMS_PER_BATCH", "4", "OUTPUT_DIR", str(out_dir), *opts)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "Evaluation results for bbox" in r.stdout + r.stderr
+    assert os.path.isfile(os.path.join(out_dir, "model_final.pth"))
+    metrics = [json.loads(line) for line in open(os.path.join(out_dir, "metrics.json"))]
+    losses = [m["total_loss"] for m in metrics if "total_loss" in m]
+    assert losses and all(math.isfinite(v) for v in losses)
+    assert any("bbox/AP" in m for m in metrics)
