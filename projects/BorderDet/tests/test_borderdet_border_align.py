@@ -3,10 +3,12 @@ C++ op against the pure-PyTorch reference (forward and backward, random and edge
 gradcheck in float64, and the CUDA source compiling wherever nvcc is present."""
 
 import glob
+import importlib
 import os
 import shutil
 import subprocess
 import sysconfig
+import warnings
 
 import pytest
 import torch
@@ -141,3 +143,22 @@ def test_cuda_kernel_compiles(tmp_path):
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     assert (tmp_path / "border_align_cuda.o").stat().st_size > 0
+
+
+def test_failed_build_falls_back_to_the_reference_with_one_warning(monkeypatch):
+    import torch.utils.cpp_extension
+    module = importlib.import_module("borderdet.layers.border_align")
+
+    def broken_build(**kwargs):
+        raise RuntimeError("no compiler")
+
+    monkeypatch.setattr(torch.utils.cpp_extension, "load", broken_build)
+    monkeypatch.setattr(module, "_ext", None)
+    monkeypatch.setattr(module, "_tried", False)
+    feat, boxes = _random_case(1, 2, 4, 5, torch.float64, seed=11)
+    with pytest.warns(UserWarning, match="could not be built.*reference"):
+        out = module.border_align(feat, boxes, 10)
+    torch.testing.assert_close(out, border_align_reference(feat, boxes, 10))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no second warning
+        module.border_align(feat, boxes, 10)
