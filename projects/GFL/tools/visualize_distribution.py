@@ -24,10 +24,10 @@ from detectron2.modeling import build_model
 from detectron2.structures import Boxes, pairwise_iou
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# Config, dataset registration and checks go through the project's entry point, the one file
+# that uses the repo's shared engine; the package itself stays copyable alone.
+import train_net  # noqa: E402
 from gfl.integral import integral, ltrb_to_boxes  # noqa: E402
-
-from common.data import prepare  # noqa: E402
-from common.projects import load_config  # noqa: E402
 
 SIDES = "ltrb"
 
@@ -117,9 +117,12 @@ def main(argv=None):
     parser.add_argument("--examples", type=int, default=4)
     parser.add_argument("opts", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
-    cfg = load_config(args.config_file, ["MODEL.DEVICE", "cpu", *args.opts])
+    setup_args = train_net.default_argument_parser().parse_args(
+        ["--config-file", args.config_file, "--eval-only", *args.opts, "MODEL.DEVICE", "cpu",
+         "OUTPUT_DIR", args.out]
+    )
+    cfg = train_net.setup(setup_args, train_net.add_gfl_config)
     dataset = cfg.DATASETS.TEST[0]
-    prepare(dataset)
     model = build_model(cfg).eval()
     DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
     mapper = DatasetMapper(cfg, is_train=False)
@@ -142,6 +145,8 @@ def main(argv=None):
                             "box": [v / scale for v in f["box"]], "score": f["score"],
                             "probs": f["probs"].tolist(), "spread": spread})
 
+    if not records:
+        raise SystemExit("error: no object was found with IoU >= 0.5; is MODEL.WEIGHTS a trained model?")
     os.makedirs(args.out, exist_ok=True)
     clear = [r["spread"][k] for r in records for k in range(4) if SIDES[k] not in r["covered"]]
     covered = [r["spread"][k] for r in records for k in range(4) if SIDES[k] in r["covered"]]
