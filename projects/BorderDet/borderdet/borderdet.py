@@ -125,11 +125,12 @@ class BorderDet(FCOS):
             "pixel_std": cfg.MODEL.PIXEL_STD,
         }
 
-    def forward(self, batched_inputs):
-        images = self.preprocess_image(batched_inputs)
-        features = self.backbone(images.tensor)
-        features = [features[f] for f in self.head_in_features]
-        logits, bbox_reg, ctrness, cls_feats, box_feats = self.head(features)
+    def _border_predictions(self, features, predictions):
+        """Runs the border branches on the head's tower features and the detached coarse
+        boxes. Returns the anchors, the coarse boxes per level ``(N, H*W, 4)`` and the five
+        predictions transposed to ``(N, H*W, K or 4 or 1)`` per level: cls, box deltas,
+        centerness, border cls, border deltas."""
+        logits, bbox_reg, ctrness, cls_feats, box_feats = predictions
         anchors = self.anchor_generator(features)
         coarse = self._coarse_boxes(anchors, bbox_reg)
         align_boxes = [
@@ -138,14 +139,10 @@ class BorderDet(FCOS):
         ]
         border_logits, border_deltas = self.head.forward_border(cls_feats, box_feats, align_boxes)
         k = self.num_classes
-        predictions = self._transpose_dense_predictions(
+        dense = self._transpose_dense_predictions(
             [logits, bbox_reg, ctrness, border_logits, border_deltas], [k, 4, 1, k, 4]
         )
-        if self.training:
-            gt = [x["instances"].to(self.device) for x in batched_inputs]
-            return self.forward_training_border(anchors, predictions, coarse, gt)
-        results = self.forward_inference_border(images.image_sizes, predictions, coarse)
-        return self._postprocess(results, batched_inputs, images.image_sizes)
+        return anchors, coarse, dense
 
     @torch.no_grad()
     def _coarse_boxes(self, anchors, bbox_reg):
@@ -182,8 +179,9 @@ class BorderDet(FCOS):
             boxes.append(box)
         return labels, boxes
 
-    def forward_training_border(self, anchors, predictions, coarse, gt_instances):
-        logits, deltas, ctrness, border_logits, border_deltas = predictions
+    def forward_training(self, images, features, predictions, gt_instances):
+        anchors, coarse, dense = self._border_predictions(features, predictions)
+        logits, deltas, ctrness, border_logits, border_deltas = dense
         gt_labels, gt_boxes = self.label_anchors(anchors, gt_instances)
         losses = self.losses(anchors, logits, gt_labels, deltas, gt_boxes, ctrness)
         losses.update(self.border_losses(
@@ -212,13 +210,14 @@ class BorderDet(FCOS):
         loss_reg = F.l1_loss(border_deltas[pos], targets[pos], reduction="sum") / num_pos
         return {"loss_border_cls": loss_cls, "loss_border_reg": loss_reg}
 
-    def forward_inference_border(self, image_sizes, predictions, coarse):
-        logits, _, ctrness, border_logits, border_deltas = predictions
+    def forward_inference(self, images, features, predictions):
+        _, coarse, (logits, _, ctrness, border_logits, border_deltas) = self._border_predictions(
+            features, predictions)
         return [
             self.inference_single_image_border(
                 [x[i] for x in logits], [x[i] for x in ctrness], [x[i] for x in border_logits],
                 [x[i] for x in border_deltas], [x[i] for x in coarse], size)
-            for i, size in enumerate(image_sizes)
+            for i, size in enumerate(images.image_sizes)
         ]
 
     def inference_single_image_border(self, logits, ctrness, border_logits, border_deltas, coarse,
@@ -243,15 +242,6 @@ class BorderDet(FCOS):
         keep = batched_nms(boxes.tensor, scores, classes, self.test_nms_thresh)
         keep = keep[: self.max_detections_per_image]
         return Instances(image_size, pred_boxes=boxes[keep], scores=scores[keep], pred_classes=classes[keep])
-
-    def _postprocess(self, results, batched_inputs, image_sizes):
-        from detectron2.modeling.postprocessing import detector_postprocess
-
-        out = []
-        for r, inp, size in zip(results, batched_inputs, image_sizes):
-            out.append({"instances": detector_postprocess(r, inp.get("height", size[0]),
-                                                          inp.get("width", size[1]))})
-        return out
 
 
 @BACKBONE_REGISTRY.register()
