@@ -23,9 +23,11 @@ test: install
 lint: install
 	$(PY) -m ruff check .
 
-# Speed and size of every baseline and project config (markdown table in output/bench/).
+# Speed and size of every baseline and project config (markdown table in output/bench/), then
+# each project's own benchmarks (projects/*/tools/benchmark_*.py: custom ops, losses).
 bench: install
 	$(PY) -m common.benchmark.run --out output/bench
+	for tool in projects/*/tools/benchmark_*.py; do $(PY) $$tool || exit 1; done
 
 # Trains every baseline on toy_shapes to its full toy schedule and evaluates it (CPU, minutes each).
 toy: install

@@ -65,21 +65,36 @@ def _loss_and_grads(config_file, opts, state, batch, out, keys=None):
         torch.save({"losses": dict(zip(sorted(losses), values)), "grads": grads}, out)
 
 
+def split_losses_and_grads(config_file, opts, batch, tmp_dir, processes, keys=None, state=None):
+    """Losses and gradients of ``batch`` (a list of model inputs) as ``processes`` gloo
+    processes with DDP compute them, each taking ``batch[rank::processes]``: the losses
+    averaged over processes, the gradients as DDP leaves them. ``keys`` restricts the result
+    to those losses (and the gradients of their sum); ``state`` is the model's state_dict
+    (default: the seeded initialisation). Returns ``{"losses": {...}, "grads": {...}}``."""
+    from common.engine import launch
+
+    if state is None:
+        torch.manual_seed(0)
+        state = _build(config_file, opts).state_dict()
+    out = os.path.join(tmp_dir, f"split{processes}.pth")
+    if processes == 1:
+        _loss_and_grads(config_file, opts, state, batch, out, keys)
+    else:
+        launch(_loss_and_grads, processes, dist_url="auto", args=(config_file, opts, state, batch, out, keys))
+    return torch.load(out)
+
+
 def assert_split_invariant(config_file, opts, batch, tmp_dir, keys=None, state=None):
     """The losses and gradients of ``batch`` (a list of model inputs, even length) are the same
     in one process and split over two gloo processes with DDP. Use per-sample normalisation
     (GN) in ``opts``: BatchNorm statistics depend on the split by construction. ``keys``
     restricts the check to those losses (and the gradients of their sum); ``state`` is the
     model's state_dict (default: the seeded initialisation)."""
-    from common.engine import launch
-
     if state is None:
         torch.manual_seed(0)
         state = _build(config_file, opts).state_dict()
-    one, two = os.path.join(tmp_dir, "one.pth"), os.path.join(tmp_dir, "two.pth")
-    _loss_and_grads(config_file, opts, state, batch, one, keys)
-    launch(_loss_and_grads, 2, dist_url="auto", args=(config_file, opts, state, batch, two, keys))
-    one, two = torch.load(one), torch.load(two)
+    one = split_losses_and_grads(config_file, opts, batch, tmp_dir, 1, keys, state)
+    two = split_losses_and_grads(config_file, opts, batch, tmp_dir, 2, keys, state)
     assert one["losses"].keys() == two["losses"].keys()
     for k in one["losses"]:
         assert one["losses"][k] > 0, k

@@ -1,0 +1,91 @@
+"""The official (SSD-style) training augmentation: zoom out, the centre-keeping IoU crop, and
+the box-aware mapper that resizes to a fixed square."""
+
+import numpy as np
+import pytest
+import torch
+from ap_loss.augmentation import (
+    BoxAwareDatasetMapper,
+    CenterKeepingCropTransform,
+    Expand,
+    ExpandTransform,
+    MinIoURandomCrop,
+    build_ssd_augmentation,
+)
+from detectron2.config import get_cfg
+from detectron2.data import transforms as T
+from detectron2.structures import BoxMode
+from PIL import Image
+
+
+def test_expand_places_the_image_on_a_mean_filled_canvas():
+    img = np.arange(2 * 3 * 3, dtype=np.uint8).reshape(2, 3, 3) + 100
+    t = ExpandTransform(left=2, top=1, width=6, height=4, fill=(1, 2, 3))
+    out = t.apply_image(img)
+    assert out.shape == (4, 6, 3)
+    np.testing.assert_array_equal(out[1:3, 2:5], img)
+    np.testing.assert_array_equal(out[0, 0], [1, 2, 3])
+    np.testing.assert_array_equal(out[3, 5], [1, 2, 3])
+    np.testing.assert_allclose(t.apply_box(np.array([[0.0, 0, 3, 2]])), [[2, 1, 5, 3]])
+
+
+def test_expand_ratio_is_between_1_and_4():
+    np.random.seed(0)
+    aug = Expand(fill=(0, 0, 0), prob=1.0)
+    for _ in range(50):
+        t = aug.get_transform(np.zeros((10, 20, 3), np.uint8))
+        assert 20 <= t.width < 80 and 10 <= t.height < 40
+        assert 0 <= t.left <= t.width - 20 and 0 <= t.top <= t.height - 10
+
+
+def test_crop_drops_boxes_whose_centre_is_outside_and_clips_the_others():
+    t = CenterKeepingCropTransform(10, 10, 20, 20)  # crop [10, 30] x [10, 30]
+    boxes = np.array([[12.0, 12, 18, 18], [5, 5, 25, 25], [25, 25, 45, 45], [0, 0, 8, 8]])
+    out = t.apply_box(boxes)
+    # centres (15, 15) in; (15, 15) in, clipped; (35, 35) out -> empty; (4, 4) out -> empty.
+    np.testing.assert_allclose(out, [[2, 2, 8, 8], [0, 0, 15, 15], [0, 0, 0, 0], [0, 0, 0, 0]])
+
+
+def test_min_iou_crop_keeps_the_ssd_constraints():
+    np.random.seed(0)
+    aug = MinIoURandomCrop()
+    image = np.zeros((100, 200, 3), np.uint8)
+    boxes = np.array([[20.0, 20, 60, 70], [120, 10, 190, 90]])
+    crops = 0
+    for _ in range(200):
+        t = aug.get_transform(image, boxes)
+        if isinstance(t, T.NoOpTransform):
+            continue
+        crops += 1
+        assert 0 <= t.x0 and t.x0 + t.w <= 200 and 0 <= t.y0 and t.y0 + t.h <= 100
+        assert t.w >= 0.3 * 200 - 1 and t.h >= 0.3 * 100 - 1 and 0.5 <= t.h / t.w <= 2 + 0.05
+        centre = (boxes[:, :2] + boxes[:, 2:]) / 2
+        assert ((centre[:, 0] > t.x0) & (centre[:, 0] < t.x0 + t.w)
+                 & (centre[:, 1] > t.y0) & (centre[:, 1] < t.y0 + t.h)).any()
+    assert 100 < crops < 200  # "keep the whole image" is one of the six modes
+    assert isinstance(aug.get_transform(image, np.zeros((0, 4))), T.NoOpTransform)
+
+
+def test_mapper_gives_a_square_image_and_boxes_inside_it(tmp_path):
+    path = str(tmp_path / "img.png")
+    Image.fromarray(np.random.RandomState(0).randint(0, 255, (120, 160, 3), dtype=np.uint8)).save(path)
+    cfg = get_cfg()
+    cfg.INPUT.MIN_SIZE_TRAIN = (64,)
+    annos = [{"bbox": [10, 20, 50, 40], "bbox_mode": BoxMode.XYWH_ABS, "category_id": 3},
+             {"bbox": [100, 60, 40, 50], "bbox_mode": BoxMode.XYWH_ABS, "category_id": 1}]
+    mapper = BoxAwareDatasetMapper(cfg, is_train=True, augmentations=build_ssd_augmentation(cfg))
+    np.random.seed(1)
+    for _ in range(20):
+        out = mapper({"file_name": path, "height": 120, "width": 160, "annotations": annos})
+        assert out["image"].shape == (3, 64, 64)
+        b = out["instances"].gt_boxes.tensor
+        assert ((b >= 0) & (b <= 64)).all() and ((b[:, 2:] - b[:, :2]) > 0).all()
+        assert set(out["instances"].gt_classes.tolist()) <= {1, 3} and len(b) >= 1
+    # Without the crop, zoom out, photometric changes and flip, only the resize remains.
+    plain = BoxAwareDatasetMapper(cfg, is_train=True, augmentations=[T.Resize((60, 80))])
+    out = plain({"file_name": path, "height": 120, "width": 160, "annotations": annos})
+    expected = torch.tensor([[5.0, 10, 30, 30], [50, 30, 70, 55]])  # XYXY / 2
+    torch.testing.assert_close(out["instances"].gt_boxes.tensor, expected)
+    assert out["image"].shape == (3, 60, 80)
+    with pytest.raises(KeyError):
+        out["annotations"]
