@@ -1,10 +1,11 @@
 #!/usr/bin/env python
 """Speed of the vectorised AP-loss: one loss forward + backward on the scores of 2 images at
-512 x 512 with 80 classes (2 x 32,736 anchors x 80 = 5.2 M entries, 200 positives, scores
-around the initial prior where every negative is in reach of the positives: the worst case),
-against the loop oracle (Algorithm 1 one positive at a time, as the official code) and against
-RetinaNet's focal loss; then the whole train step of the COCO R-50 model on 2 random 512 x 512
-images, AP-loss against focal loss (same detector, ``MODEL.AP_LOSS.CLS_LOSS focal``).
+512 x 512 with 80 classes (2 x 32,736 anchors x 80 = 5.2 M entries, 100 positives per image,
+scores around the initial prior where every negative is in reach of the positives: the worst
+case), against the loop oracle (Algorithm 1 one positive at a time, as the official code) and
+against RetinaNet's focal loss; the same for 8 images (the official per-GPU ranking set); then
+the whole train step of the COCO R-50 model on 2 random 512 x 512 images, AP-loss against
+focal loss (same detector, ``MODEL.AP_LOSS.CLS_LOSS focal``).
 
     python tools/benchmark_ap_loss.py [--repeats 3] [--device cpu] [--out output/bench]
 """
@@ -14,9 +15,10 @@ import json
 import os
 import platform
 import sys
-import time
 
 import torch
+
+from common.benchmark.measure import best_time
 
 PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, PROJECT)
@@ -27,28 +29,14 @@ from ap_loss_oracle import ap_loss_loop  # noqa: E402
 ANCHORS_512 = sum((512 // s) ** 2 for s in (8, 16, 32, 64, 128)) * 6  # 32,736 per image
 
 
-def timed(fn, repeats, device):
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        if device == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        fn()
-        if device == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return min(times)
-
-
-def loss_only(args):
+def loss_only(args, images):
     from fvcore.nn import sigmoid_focal_loss_jit
 
     g = torch.Generator().manual_seed(0)
-    n = args.images * ANCHORS_512 * args.classes
+    n = images * ANCHORS_512 * args.classes
     logits = (torch.randn(n, generator=g) * 0.5 - 4.6).to(args.device)
     labels = torch.zeros(n, dtype=torch.int8)
-    labels[torch.randperm(n, generator=g)[: args.positives]] = 1
+    labels[torch.randperm(n, generator=g)[: args.positives * images]] = 1
     labels = labels.to(args.device)
 
     def ours():
@@ -60,10 +48,10 @@ def loss_only(args):
         targets = (labels == 1).float()
         sigmoid_focal_loss_jit(x, targets, alpha=0.25, gamma=2.0, reduction="sum").backward()
 
-    t = {"ap_loss": timed(ours, args.repeats, args.device),
-         "focal_loss": timed(focal, args.repeats, args.device),
-         "loop_oracle": timed(lambda: ap_loss_loop(logits, labels), 1, args.device)}
-    return {"entries": n, "positives": args.positives, "seconds": t}
+    t = {"ap_loss": best_time(ours, args.repeats, args.device),
+         "focal_loss": best_time(focal, args.repeats, args.device),
+         "loop_oracle": best_time(lambda: ap_loss_loop(logits, labels), 1, args.device)}
+    return {"images": images, "entries": n, "positives": args.positives * images, "seconds": t}
 
 
 def train_step(args):
@@ -98,7 +86,7 @@ def train_step(args):
             sum(losses.values()).backward()
             opt.step()
 
-        out[loss] = timed(step, args.repeats, args.device)
+        out[loss] = best_time(step, args.repeats, args.device)
     return {"images": args.images, "seconds": out}
 
 
@@ -106,27 +94,33 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=2)
     parser.add_argument("--classes", type=int, default=80)
-    parser.add_argument("--positives", type=int, default=200)
+    parser.add_argument("--positives", type=int, default=100, help="per image")
+    parser.add_argument("--loss-images", type=int, nargs="+", default=[2, 8])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--out", default="output/bench")
     args = parser.parse_args(argv)
     machine = (torch.cuda.get_device_name() if args.device == "cuda"
                else f"{platform.machine()}, {os.cpu_count()} CPU threads")
-    res = {"machine": machine, "torch": torch.__version__, "loss": loss_only(args),
-           "train_step": train_step(args)}
-    t, s = res["loss"]["seconds"], res["train_step"]["seconds"]
+    res = {"machine": machine, "torch": torch.__version__,
+           "loss": [loss_only(args, n) for n in args.loss_images], "train_step": train_step(args)}
     lines = [
         f"Machine: {machine}; torch {torch.__version__}; command: `python {' '.join(sys.argv)}`",
         "",
-        "| measurement | AP-loss (ours) | loop oracle | focal loss | ours / oracle | ours / focal |",
+        "| measurement (seconds) | AP-loss (ours) | loop oracle | focal loss | ours / oracle "
+        "| ours / focal |",
         "|---|---:|---:|---:|---:|---:|",
-        f"| loss fwd+bwd, {res['loss']['entries'] / 1e6:.2f} M entries (s) | {t['ap_loss']:.3f} | "
-        f"{t['loop_oracle']:.3f} | {t['focal_loss']:.3f} | {t['ap_loss'] / t['loop_oracle']:.3f} | "
-        f"{t['ap_loss'] / t['focal_loss']:.2f} |",
-        f"| R-50 train step, {args.images} x 512 x 512 (s) | {s['ap']:.2f} | | {s['focal']:.2f} | | "
-        f"{s['ap'] / s['focal']:.2f} |",
     ]
+    for r in res["loss"]:
+        t = r["seconds"]
+        lines.append(
+            f"| loss fwd+bwd, {r['images']} images: {r['entries'] / 1e6:.1f} M entries, "
+            f"{r['positives']} positives | {t['ap_loss']:.3f} | {t['loop_oracle']:.3f} | "
+            f"{t['focal_loss']:.3f} | {t['ap_loss'] / t['loop_oracle']:.3f} | "
+            f"{t['ap_loss'] / t['focal_loss']:.2f} |")
+    s = res["train_step"]["seconds"]
+    lines.append(f"| R-50 train step (fwd, bwd, SGD), {args.images} images of 512 x 512 | {s['ap']:.2f} | | "
+                 f"{s['focal']:.2f} | | {s['ap'] / s['focal']:.2f} |")
     os.makedirs(args.out, exist_ok=True)
     json.dump(res, open(os.path.join(args.out, "ap_loss.json"), "w"), indent=1)
     open(os.path.join(args.out, "ap_loss.md"), "w").write("\n".join(lines) + "\n")
