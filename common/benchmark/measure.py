@@ -28,22 +28,6 @@ class _TensorInOut(nn.Module):
         return inst.pred_boxes.tensor, inst.scores
 
 
-def best_time(fn, repeats, device="cpu"):
-    """The fastest of ``repeats`` calls of ``fn`` after one warm-up call, in seconds (CUDA
-    work included: synchronised around each call)."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        if device == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        fn()
-        if device == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return min(times)
-
-
 def count_parameters(model):
     return sum(p.numel() for p in model.parameters())
 

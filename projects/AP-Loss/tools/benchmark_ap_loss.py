@@ -15,10 +15,9 @@ import json
 import os
 import platform
 import sys
+import time
 
 import torch
-
-from common.benchmark.measure import best_time
 
 PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, PROJECT)
@@ -27,6 +26,20 @@ from ap_loss import add_ap_loss_config, ap_loss  # noqa: E402
 from ap_loss_oracle import ap_loss_loop  # noqa: E402
 
 ANCHORS_512 = sum((512 // s) ** 2 for s in (8, 16, 32, 64, 128)) * 6  # 32,736 per image
+
+
+def timed(fn, repeats, device):
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        if device == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        fn()
+        if device == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return min(times)
 
 
 def loss_only(args, images):
@@ -48,9 +61,9 @@ def loss_only(args, images):
         targets = (labels == 1).float()
         sigmoid_focal_loss_jit(x, targets, alpha=0.25, gamma=2.0, reduction="sum").backward()
 
-    t = {"ap_loss": best_time(ours, args.repeats, args.device),
-         "focal_loss": best_time(focal, args.repeats, args.device),
-         "loop_oracle": best_time(lambda: ap_loss_loop(logits, labels), 1, args.device)}
+    t = {"ap_loss": timed(ours, args.repeats, args.device),
+         "focal_loss": timed(focal, args.repeats, args.device),
+         "loop_oracle": timed(lambda: ap_loss_loop(logits, labels), 1, args.device)}
     return {"images": images, "entries": n, "positives": args.positives * images, "seconds": t}
 
 
@@ -86,7 +99,7 @@ def train_step(args):
             sum(losses.values()).backward()
             opt.step()
 
-        out[loss] = best_time(step, args.repeats, args.device)
+        out[loss] = timed(step, args.repeats, args.device)
     return {"images": args.images, "seconds": out}
 
 

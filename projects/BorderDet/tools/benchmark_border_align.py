@@ -10,13 +10,26 @@ import argparse
 import json
 import os
 import sys
+import time
 
 import torch
 
-from common.benchmark.measure import best_time
-
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from borderdet.layers import border_align, border_align_reference, load_extension  # noqa: E402
+
+
+def timed(fn, repeats, device):
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        if device == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        fn()
+        if device == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return min(times)
 
 
 def main(argv=None):
@@ -38,8 +51,8 @@ def main(argv=None):
     rows = {}
     for name, op in (("reference", border_align_reference), ("compiled", border_align)):
         x = feat.clone().requires_grad_()
-        fwd = best_time(lambda: op(x, boxes, args.pool_size), args.repeats, args.device)  # noqa: B023
-        both = best_time(lambda: op(x, boxes, args.pool_size).backward(grad), args.repeats, args.device)  # noqa: B023
+        fwd = timed(lambda: op(x, boxes, args.pool_size), args.repeats, args.device)  # noqa: B023
+        both = timed(lambda: op(x, boxes, args.pool_size).backward(grad), args.repeats, args.device)  # noqa: B023
         rows[name] = {"forward_ms": 1e3 * fwd, "forward_backward_ms": 1e3 * both}
     rows["speedup"] = {k: rows["reference"][k] / rows["compiled"][k] for k in rows["compiled"]}
     print(json.dumps({"shape": args.shape, "pool_size": args.pool_size, "device": args.device,
