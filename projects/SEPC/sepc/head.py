@@ -7,6 +7,7 @@ import math
 
 from detectron2.config import configurable
 from detectron2.layers import ShapeSpec, get_norm
+from detectron2.modeling.anchor_generator import build_anchor_generator
 from torch import nn
 from torch.nn import functional as F
 
@@ -43,8 +44,6 @@ class SEPCHead(nn.Module):
 
     @classmethod
     def from_config(cls, cfg, input_shape):
-        from detectron2.modeling.anchor_generator import build_anchor_generator
-
         c = cfg.MODEL.SEPC
         (num_anchors,) = set(build_anchor_generator(cfg, input_shape).num_cell_anchors)
         return {

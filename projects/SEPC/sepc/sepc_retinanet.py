@@ -1,6 +1,5 @@
 """RetinaNet with the SEPC head, and the official neck (P6 from C5, no ReLU before P7)."""
 
-from detectron2.config import configurable
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import BACKBONE_REGISTRY, META_ARCH_REGISTRY
 from detectron2.modeling.backbone.fpn import FPN, LastLevelP6P7
@@ -40,10 +39,6 @@ class SEPCRetinaNet(RetinaNet):
     """detectron2's RetinaNet (assignment, focal + SmoothL1 losses, inference) with the SEPC
     head. Anchors are laid on the head's output maps, which with unpadded final convs are
     2 px smaller than the pyramid (the official behaviour)."""
-
-    @configurable
-    def __init__(self, **kwargs):
-        super().__init__(**kwargs)
 
     @classmethod
     def from_config(cls, cfg):
