@@ -1,0 +1,51 @@
+from detectron2.config import CfgNode as CN
+
+
+def add_d2det_config(cfg):
+    """Adds ``cfg.MODEL.D2DET``. Defaults are those of the official code (JialeCao001/D2Det,
+    configs/D2Det/D2Det_detection_r50_fpn_2x.py, mmdet/models/mask_heads/D2Det_head.py,
+    mmdet/ops/dcn/deform_pool.py, mmdet/models/detectors/D2Det.py); see the project README.
+    Standard settings (RPN, RoI sampling, NMS at 0.5 with score > 0.03) live in detectron2's
+    keys and are set in configs/Base-D2Det.yaml."""
+    _C = cfg.MODEL
+    _C.D2DET = CN()
+    # Discriminative RoI pooling (classification branch). Plain RoIAlign to
+    # OFFSET_POOLER_RESOLUTION^2 -> NUM_OFFSET_FC FCs of OFFSET_FC_DIM (the last predicts the
+    # offsets of a POOLER_RESOLUTION^2 grid, upsampled x2) -> deformable RoI pooling at
+    # 2 x ROI_BOX_HEAD.POOLER_RESOLUTION with DEFORM_SAMPLING_RATIO^2 samples per bin
+    # ("sample_per_part"), offsets x TRANS_STD x RoI size -> adaptive weighted pooling,
+    # weights exp(AWP_GATE * sigmoid(.)) ("COEFF").
+    _C.D2DET.OFFSET_POOLER_RESOLUTION = 3
+    _C.D2DET.NUM_OFFSET_FC = 3
+    _C.D2DET.OFFSET_FC_DIM = 1024
+    _C.D2DET.DEFORM_SAMPLING_RATIO = 2
+    _C.D2DET.TRANS_STD = 0.1
+    _C.D2DET.AWP_GATE = 12.0
+    # Cross-entropy weight of the classifier (it predicts no box deltas).
+    _C.D2DET.CLS_LOSS_WEIGHT = 2.0
+    # Dense local regression: RoIAlign to REG_POOLER_RESOLUTION^2 (sampling ratio 2) ->
+    # NUM_CONV 3x3 convs of CONV_DIM channels with GroupNorm(NORM_GROUPS), the first stride 2 ->
+    # a (REG_POOLER_RESOLUTION / 2)^2 grid of cells. CONV_GROUPS: groups of the convs after the
+    # first; the official code computes 36 but never passes it to ConvModule, so the released
+    # model's convs are dense (README).
+    _C.D2DET.REG_POOLER_RESOLUTION = 14
+    _C.D2DET.REG_POOLER_SAMPLING_RATIO = 2
+    _C.D2DET.NUM_CONV = 8
+    _C.D2DET.CONV_DIM = 576
+    _C.D2DET.NORM_GROUPS = 36
+    _C.D2DET.CONV_GROUPS = 1
+    # Training: positives jittered by up to JITTER of their size, at most REG_SAMPLES_PER_IMAGE
+    # of them per image (official: 192 per GPU of 2 images, "max_num_reg"); IoU-loss and
+    # overlap-BCE weights.
+    _C.D2DET.JITTER = 0.15
+    _C.D2DET.REG_SAMPLES_PER_IMAGE = 96
+    _C.D2DET.REG_LOSS_WEIGHT = 2.0
+    _C.D2DET.OVERLAP_LOSS_WEIGHT = 1.0
+    # Inference: class-wise NMS (ROI_HEADS.NMS_THRESH_TEST, SCORE_THRESH_TEST) keeps the top
+    # PRE_REFINE_TOPK_TEST scored proposals ("max_per_img"); after dense regression, class-wise
+    # soft-NMS, then the top TEST.DETECTIONS_PER_IMAGE.
+    _C.D2DET.PRE_REFINE_TOPK_TEST = 125
+    _C.D2DET.SOFT_NMS_METHOD = "linear"
+    _C.D2DET.SOFT_NMS_IOU_THRESH = 0.5
+    _C.D2DET.SOFT_NMS_SIGMA = 0.5
+    _C.D2DET.SOFT_NMS_MIN_SCORE = 0.001
