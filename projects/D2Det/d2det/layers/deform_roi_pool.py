@@ -62,15 +62,15 @@ def deform_roi_pool(input, rois, offset=None, output_size=7, spatial_scale=1.0, 
     gy = ys.clamp(0, height - 1) / max(height - 1, 1) * 2 - 1
     grid = torch.stack([gx, gy], dim=-1).view(r, out_h * out_w, s * s, 2)
 
+    inside = inside.view(r, out_h * out_w, s * s).to(input.dtype)
     batch = rois[:, 0].long()
-    output = input.new_zeros(r, c, out_h * out_w, s * s)
+    output = input.new_zeros(r, c, out_h * out_w)
     for b in range(n):
         (idx,) = torch.nonzero(batch == b, as_tuple=True)
         if idx.numel() == 0:
             continue
         g = grid[idx].reshape(1, idx.numel() * out_h * out_w, s * s, 2)
         v = F.grid_sample(input[b:b + 1], g, mode="bilinear", padding_mode="border", align_corners=True)
-        v = v.view(c, idx.numel(), out_h * out_w, s * s).transpose(0, 1)
-        output = output.index_put((idx,), v)
-    output = output * inside.view(r, 1, out_h * out_w, s * s).to(output.dtype)
-    return output.mean(dim=-1).view(r, c, out_h, out_w)
+        v = (v.view(c, idx.numel(), out_h * out_w, s * s) * inside[idx]).mean(dim=-1)
+        output = output.index_put((idx,), v.transpose(0, 1))
+    return output.view(r, c, out_h, out_w)
