@@ -125,4 +125,5 @@ def test_smoke_train_and_eval_through_train_net(tmp_path):
     # Soft RoI selection pools every test proposal from all 4 levels: 100 proposals per image
     # (not 1000) keep the 300-image evaluation within the smoke budget.
     smoke_train_and_eval(os.path.join(PROJECT, "train_net.py"), "configs/toy/augfpn_R-18-FPN_toy.yaml",
-                         tmp_path, "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0", "MODEL.RPN.POST_NMS_TOPK_TEST", "100")
+                         tmp_path, "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0",
+                         "MODEL.RPN.POST_NMS_TOPK_TEST", "100")

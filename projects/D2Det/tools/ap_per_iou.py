@@ -31,7 +31,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     with contextlib.redirect_stdout(io.StringIO()):
         gt = COCO(args.gt)
-    print("| detector | " + " | ".join(f"AP{int(round(100 * t))}" for t in np.linspace(0.5, 0.95, 10)) + " | AP |")
+    thresholds = " | ".join(f"AP{int(round(100 * t))}" for t in np.linspace(0.5, 0.95, 10))
+    print(f"| detector | {thresholds} | AP |")
     print("|---|" + "---:|" * 11)
     for item in args.results:
         name, path = item.split("=", 1)
