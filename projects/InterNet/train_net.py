@@ -1,0 +1,33 @@
+#!/usr/bin/env python
+"""Trains and evaluates Faster R-CNN with the feature intertwiner (InterNet).
+
+    python train_net.py --config-file configs/internet_R-50-FPN_1x_coco.yaml --num-gpus 8
+    python train_net.py --config-file configs/toy/internet_R-18-FPN_toy.yaml     # CPU, minutes
+    python train_net.py --config-file ... --eval-only MODEL.WEIGHTS output/.../model_final.pth
+    python train_net.py --config-file ... --resume
+"""
+
+from internet import add_internet_config
+
+from common.engine import Trainer, default_argument_parser, evaluate, launch, setup
+
+
+def main(args):
+    cfg = setup(args, add_internet_config)
+    if args.eval_only:
+        return evaluate(Trainer, cfg, args)
+    trainer = Trainer(cfg)
+    trainer.resume_or_load(resume=args.resume)
+    return trainer.train()
+
+
+if __name__ == "__main__":
+    args = default_argument_parser().parse_args()
+    launch(
+        main,
+        args.num_gpus,
+        num_machines=args.num_machines,
+        machine_rank=args.machine_rank,
+        dist_url=args.dist_url,
+        args=(args,),
+    )
