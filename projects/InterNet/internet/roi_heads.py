@@ -109,7 +109,7 @@ class InterNetROIHeads(StandardROIHeads):
 
     def roi_levels(self, boxes):
         """The level (2, 3, ...) of each RoI, as the box pooler assigns it."""
-        p = self.meta_pooler
+        p = self.box_pooler
         return assign_boxes_to_levels(boxes, p.min_level, p.max_level, p.canonical_box_size,
                                       p.canonical_level) + p.min_level
 
