@@ -19,10 +19,10 @@ from detectron2.modeling import build_model
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, HERE)
 from internet import add_internet_config  # noqa: E402
 
-HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOY = [os.path.join(HERE, "configs", "toy", f)
        for f in ("internet-l2_R-18-FPN_toy.yaml", "internet_R-18-FPN_toy.yaml")]
 
