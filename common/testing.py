@@ -130,19 +130,20 @@ def check_eval_output(model, num_classes):
     assert ((inst.pred_classes >= 0) & (inst.pred_classes < num_classes)).all()
 
 
-def smoke_train_and_eval(train_net, config, out_dir, *opts):
+def smoke_train_and_eval(train_net, config, out_dir, *opts, task="bbox"):
     """A few iterations of ``train_net.py --config-file config`` (relative to its folder), then
-    its evaluation: exit 0, an evaluation table, a final checkpoint, finite losses and a box AP
-    in metrics.json."""
+    its evaluation: exit 0, an evaluation table, a final checkpoint, finite losses and the
+    ``task``'s AP in metrics.json ("bbox": COCO box AP; "crowd": the crowd metrics)."""
     import json
     import math
 
     r = run_script(train_net, "--config-file", config, "SOLVER.MAX_ITER", "3",
                    "SOLVER.IMS_PER_BATCH", "4", "OUTPUT_DIR", str(out_dir), *opts)
     assert r.returncode == 0, r.stderr[-3000:]
-    assert "Evaluation results for bbox" in r.stdout + r.stderr
+    assert f"Evaluation results for {task}" in r.stdout + r.stderr
     assert os.path.isfile(os.path.join(out_dir, "model_final.pth"))
     metrics = [json.loads(line) for line in open(os.path.join(out_dir, "metrics.json"))]
     losses = [m["total_loss"] for m in metrics if "total_loss" in m]
     assert losses and all(math.isfinite(v) for v in losses)
-    assert any("bbox/AP" in m for m in metrics)
+    assert any(f"{task}/AP" in m for m in metrics)
+    return metrics

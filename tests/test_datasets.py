@@ -9,6 +9,7 @@ import pytest
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from PIL import Image
 
+from common.data import DatasetError, load_crowdhuman_odgt
 from common.engine import default_argument_parser, setup
 from common.testing import run_module
 
@@ -72,6 +73,18 @@ def test_crowdhuman_odgt_round_trip(tmp_path):
     assert person["bbox"] == [1, 2, 10, 30] and person["vis_bbox"] == [1, 2, 10, 15]
     assert person["head_bbox"] == [3, 2, 5, 5] and person["iscrowd"] == 0
     assert ignore["iscrowd"] == 1
+    assert MetadataCatalog.get("my_crowd").evaluator_type == "crowdhuman"
+
+
+def test_crowdhuman_images_are_found_by_extension(tmp_path):
+    """CrowdHuman ships .jpg images, the toy data .png: the extension comes from the files."""
+    os.makedirs(tmp_path / "imgs")
+    Image.fromarray(np.zeros((30, 20, 3), np.uint8)).save(tmp_path / "imgs" / "273271,1a02900084ed5ae.jpg")
+    (tmp_path / "a.odgt").write_text(json.dumps({"ID": "273271,1a02900084ed5ae", "gtboxes": []}) + "\n")
+    (d,) = load_crowdhuman_odgt(str(tmp_path / "a.odgt"), str(tmp_path / "imgs"))
+    assert d["file_name"].endswith(".jpg") and (d["height"], d["width"]) == (30, 20)
+    with pytest.raises(DatasetError, match="no image 273271,1a02900084ed5ae.jpg/.png/.jpeg in"):
+        load_crowdhuman_odgt(str(tmp_path / "a.odgt"), str(tmp_path))
 
 
 @pytest.mark.parametrize(

@@ -17,6 +17,11 @@ import time
 
 from common.projects import BASELINE_TOY_CONFIGS, REPO, train_command
 
+TABLE_COLUMNS = {
+    "bbox": ("AP", "AP50", "AP75", "APs", "APm", "APl"),
+    "crowd": ("AP", "MR", "recall", "JI"),  # MR is MR^-2 (lower is better)
+}
+
 
 def run_one(path, out, opts=()):
     stem = os.path.splitext(os.path.basename(path))[0]
@@ -27,12 +32,14 @@ def run_one(path, out, opts=()):
         subprocess.run(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, check=True)
     minutes = (time.time() - start) / 60
     metrics = [json.loads(line) for line in open(os.path.join(out_dir, "metrics.json"))]
-    final = [m for m in metrics if "bbox/AP" in m][-1]
+    # COCO box AP, or the crowd metrics (CrowdHuman-style datasets such as toy_crowd).
+    final = [m for m in metrics if "bbox/AP" in m or "crowd/AP" in m][-1]
+    task = "bbox" if "bbox/AP" in final else "crowd"
     times = [m["time"] for m in metrics if "time" in m]
     return {
         "config": os.path.relpath(path, REPO),
-        "AP": final["bbox/AP"], "AP50": final["bbox/AP50"], "AP75": final["bbox/AP75"],
-        "APs": final["bbox/APs"], "APm": final["bbox/APm"], "APl": final["bbox/APl"],
+        "task": task,
+        **{k: final[f"{task}/{k}"] for k in TABLE_COLUMNS[task]},
         "minutes": minutes,
         "s_per_iter": sum(times) / max(len(times), 1),
         "iters": max(m["iteration"] for m in metrics if "total_loss" in m) + 1,
@@ -63,16 +70,19 @@ def main(argv=None):
     lines = [
         f"Machine: {machine}. Command: `make toy` (or `python -m common.benchmark.toy "
         "--configs CONFIG`); each row's own command is in toy.json.",
-        "",
-        "| config | AP | AP50 | AP75 | APs | APm | APl | iters | minutes | s/iter |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for r in rows:
-        lines.append(
-            f"| {r['config']} | {_fmt(r['AP'])} | {_fmt(r['AP50'])} | {_fmt(r['AP75'])} | "
-            f"{_fmt(r['APs'])} | {_fmt(r['APm'])} | {_fmt(r['APl'])} | {r['iters']} | "
-            f"{r['minutes']:.1f} | {r['s_per_iter']:.2f} |"
-        )
+    for task, columns in TABLE_COLUMNS.items():
+        task_rows = [r for r in rows if r["task"] == task]
+        if not task_rows:
+            continue
+        names = [c.replace("MR", "MR^-2") for c in columns]
+        lines += ["", "| config | " + " | ".join(names) + " | iters | minutes | s/iter |",
+                  "|---|" + "---:|" * (len(columns) + 3)]
+        for r in task_rows:
+            lines.append(
+                f"| {r['config']} | " + " | ".join(_fmt(r[c]) for c in columns)
+                + f" | {r['iters']} | {r['minutes']:.1f} | {r['s_per_iter']:.2f} |"
+            )
     with open(os.path.join(args.out, "toy.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -46,13 +46,15 @@ def _coco_classes(json_file):
     return [c["name"] for c in sorted(cats, key=lambda c: c["id"])]
 
 
-def load_crowdhuman_odgt(odgt_file, image_root, image_ext=".png"):
+def load_crowdhuman_odgt(odgt_file, image_root, image_ext=None):
     """Loads a CrowdHuman-style ``.odgt`` file (one json object per line) as detectron2 dicts.
 
     Each record has ``ID`` and ``gtboxes``; a gt box has ``tag`` ("person", or "mask" for an
     ignore region), ``fbox`` (full body), ``vbox`` (visible part), ``hbox`` (head), all
     ``[x, y, w, h]`` in pixels, and ``extra.ignore``. ``bbox`` is the full box (XYWH_ABS);
-    ``vis_bbox`` and ``head_bbox`` carry the others. Ignored boxes get ``iscrowd=1``.
+    ``vis_bbox`` and ``head_bbox`` carry the others. Ignored boxes get ``iscrowd=1``. Image
+    files are ``image_root/<ID><image_ext>``; without ``image_ext``, the extension of the first
+    record's file (.jpg as CrowdHuman, .png as the toy data, .jpeg) is used for all.
     """
     from PIL import Image
 
@@ -62,6 +64,8 @@ def load_crowdhuman_odgt(odgt_file, image_root, image_ext=".png"):
             if not line.strip():
                 continue
             rec = json.loads(line)
+            if image_ext is None:
+                image_ext = _image_ext(image_root, rec["ID"])
             file_name = os.path.join(image_root, rec["ID"] + image_ext)
             if "height" in rec and "width" in rec:
                 h, w = rec["height"], rec["width"]
@@ -94,9 +98,16 @@ def load_crowdhuman_odgt(odgt_file, image_root, image_ext=".png"):
     return dicts
 
 
-def register_crowdhuman(name, odgt_file, image_root, *, image_ext=".png", check=True):
-    """Registers a CrowdHuman-style dataset (one class, "person"), evaluated with COCO box AP
-    on full boxes."""
+def _image_ext(image_root, image_id):
+    for ext in (".jpg", ".png", ".jpeg"):
+        if os.path.exists(os.path.join(image_root, image_id + ext)):
+            return ext
+    raise DatasetError(f"no image {image_id}.jpg/.png/.jpeg in {image_root}")
+
+
+def register_crowdhuman(name, odgt_file, image_root, *, image_ext=None, check=True):
+    """Registers a CrowdHuman-style dataset (one class, "person"), evaluated with the crowd
+    metrics (AP, MR^-2, recall, JI: ``common.evaluation.CrowdHumanEvaluator``) on full boxes."""
     if check:
         _require_file(odgt_file, f"dataset '{name}': annotation file")
         _require_file(image_root, f"dataset '{name}': image folder")
@@ -104,7 +115,7 @@ def register_crowdhuman(name, odgt_file, image_root, *, image_ext=".png", check=
     MetadataCatalog.get(name).set(
         thing_classes=list(toy.CROWD_CLASSES),
         image_root=image_root,
-        evaluator_type="coco",
+        evaluator_type="crowdhuman",
     )
 
 
@@ -150,7 +161,7 @@ def register_toy_datasets():
             MetadataCatalog.get(name).set(
                 thing_classes=list(toy.CROWD_CLASSES),
                 image_root=os.path.join(folder, "images"),
-                evaluator_type="coco",
+                evaluator_type="crowdhuman",
             )
 
 
@@ -162,7 +173,8 @@ def prepare(name):
     if name not in DatasetCatalog:
         raise DatasetError(
             f"dataset '{name}' is not registered. Toy datasets: toy_shapes_{{train,val}}, "
-            "toy_crowd_{train,val}; register your own with --register-coco NAME JSON IMAGE_DIR"
+            "toy_crowd_{train,val}; register your own with --register-coco NAME JSON IMAGE_DIR "
+            "or --register-crowdhuman NAME ODGT IMAGE_DIR"
         )
     if name.startswith(("toy_shapes_", "toy_crowd_")):
         dataset, split = name.rsplit("_", 1)

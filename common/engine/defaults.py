@@ -22,6 +22,7 @@ from detectron2.utils.logger import setup_logger
 from torch.nn.parallel import DistributedDataParallel
 
 from common.data import DatasetError, prepare, register_coco, register_crowdhuman
+from common.evaluation import CrowdHumanEvaluator
 from common.modeling import add_fcos_config
 
 __all__ = [
@@ -139,7 +140,8 @@ def _check_weights(cfg, args):
 
 
 class Trainer(DefaultTrainer):
-    """detectron2's DefaultTrainer with COCO evaluation through pycocotools, an AdamW option,
+    """detectron2's DefaultTrainer with COCO evaluation through pycocotools (crowd metrics for
+    CrowdHuman-style datasets), an AdamW option,
     DistributedDataParallel that also works for CPU (gloo) processes, and the optimizer state
     in its checkpoints."""
 
@@ -185,6 +187,8 @@ class Trainer(DefaultTrainer):
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
         output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference")
         evaluator_type = MetadataCatalog.get(dataset_name).get("evaluator_type", "coco")
+        if evaluator_type == "crowdhuman":
+            return CrowdHumanEvaluator(dataset_name, output_dir=output_folder)
         if evaluator_type != "coco":
             raise NotImplementedError(f"no evaluator for type {evaluator_type}")
         # use_fast_impl=False: pycocotools, not detectron2's compiled COCOeval.

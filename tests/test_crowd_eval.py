@@ -1,0 +1,133 @@
+"""The crowd metrics (common/evaluation/crowd.py) on small cases worked out by hand."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from detectron2.data import DatasetCatalog
+from detectron2.structures import Boxes, BoxMode, Instances
+
+from common.evaluation import CrowdHumanEvaluator, evaluate_crowd
+from common.evaluation.crowd import ap_mr_recall, caltech_match, clip_to_image, image_jaccard
+
+# Image A (100 x 100): people P1, P2, P3 and an ignore region R.
+P1, P2, P3, R = [0, 0, 10, 20], [50, 0, 60, 20], [20, 50, 30, 70], [80, 80, 100, 100]
+DETS_A = [  # box, score
+    ([0, 0, 10, 20], 0.9),    # d1: P1 exactly -> true positive
+    ([0, 0, 10, 19], 0.8),    # d2: duplicate of P1 (IoU 0.95, P1 taken) -> false positive
+    ([85, 85, 95, 95], 0.7),  # d3: inside R -> not counted
+    ([50, 0, 60, 20], 0.6),   # d5: P2 -> true positive; P3 is missed
+]
+DET_B = ([10, 10, 20, 20], 0.85)  # image B has no people: a false positive; image C: nothing
+
+
+def _images():
+    def im(gt, ignore, dets):
+        return {"height": 100, "width": 100,
+                "gt_boxes": np.array(gt, float).reshape(-1, 4), "gt_ignore": np.array(ignore, bool),
+                "dt_boxes": np.array([d[0] for d in dets], float).reshape(-1, 4),
+                "dt_scores": np.array([d[1] for d in dets], float)}
+
+    return [im([P1, P2, P3, R], [0, 0, 0, 1], DETS_A), im([], [], [DET_B]), im([], [], [])]
+
+
+# By hand. Counted detections by score: .9 TP, .85 FP, .8 FP, .6 TP; 3 people, 3 images.
+#   recall 1/3, 1/3, 1/3, 2/3; precision 1, 1/2, 1/3, 1/2
+#   AP = trapezoids between consecutive points = (1/3 + 1/2) / 2 * (2/3 - 1/3) = 5/36
+#   FPPI 0, 1/3, 2/3, 2/3 and miss rate 2/3, 2/3, 2/3, 1/3: the FPPI points 0.01 ... 0.3162
+#   first reach 1/3 (miss 2/3), 0.5623 reaches 2/3 (miss 2/3), 1.0 is never reached (the last
+#   detection: miss 1/3) -> MR^-2 = exp((8 ln 2/3 + ln 1/3) / 9)
+#   JI at score thresholds 0 .. 0.5: image A k = 2 (d1-P1, d5-P2), m = 3, n = 4 - 1 (d3 in R)
+#   -> 2 / 4; image B 0 (m = 0, n = 1); image C has m = n = 0, not counted -> (1/2 + 0) / 2.
+#   Higher thresholds drop d5 first and are lower (0.125, 0.125, 1/6, 0).
+EXPECTED = {
+    "AP": 5 / 36,
+    "MR": math.exp((8 * math.log(2 / 3) + math.log(1 / 3)) / 9),
+    "recall": 2 / 3,
+    "JI": 0.25,
+}
+
+
+def test_hand_worked_case():
+    got = evaluate_crowd(_images())
+    for k, v in EXPECTED.items():
+        assert got[k] == pytest.approx(v, abs=1e-6), k
+
+
+def test_caltech_matching_duplicate_ignore_and_order():
+    scores, is_tp = caltech_match(
+        [d[0] for d in DETS_A[::-1]], [d[1] for d in DETS_A[::-1]], [R, P1, P2, P3], [1, 0, 0, 0]
+    )
+    assert scores.tolist() == [0.9, 0.8, 0.6]  # d3 (in R) is not counted
+    assert is_tp.tolist() == [True, False, True]
+    # A detection on a person that also lies in an ignore region is that person's match.
+    _, is_tp = caltech_match([[0, 0, 10, 20]], [0.5], [[0, 0, 10, 20], [0, 0, 50, 50]], [0, 1])
+    assert is_tp.tolist() == [True]
+    # IoU must be > 0.5: a box with IoU exactly 0.5 (half of P1) is a false positive.
+    _, is_tp = caltech_match([[0, 0, 10, 10]], [0.5], [P1], [0])
+    assert is_tp.tolist() == [False]
+
+
+def test_jaccard_uses_the_best_one_to_one_matching():
+    # Two people X, Y; detection a overlaps X best (IoU 9/11) but also Y (7/13), b only X (8/12).
+    # Score-ordered greedy matching gives a-X and leaves b unmatched; the maximum-weight
+    # bipartite matching (a-Y + b-X = 1.205 > a-X = 0.818) matches both.
+    X, Y, a, b = [10, 0, 20, 10], [14, 0, 24, 10], [11, 0, 21, 10], [8, 0, 18, 10]
+    assert image_jaccard([a, b], [X, Y], [0, 0]) == (2, 2, 2)
+    _, is_tp = caltech_match([a, b], [0.9, 0.8], [X, Y], [0, 0])
+    assert is_tp.tolist() == [True, False]
+    # An unmatched person inside an ignore region is not counted either.
+    assert image_jaccard([], [X, [0, 0, 50, 50]], [0, 1]) == (0, 0, 0)
+
+
+def test_empty_cases():
+    # No detection at all: AP 0, recall 0, every miss rate 1, JI 0.
+    imgs = _images()
+    for im in imgs:
+        im["dt_boxes"], im["dt_scores"] = np.zeros((0, 4)), np.zeros(0)
+    assert evaluate_crowd(imgs) == {"AP": 0.0, "MR": 1.0, "recall": 0.0, "JI": 0.0}
+    # Nothing to find: AP, MR^-2 and recall are undefined.
+    got = evaluate_crowd([_images()[1]])
+    assert math.isnan(got["AP"]) and math.isnan(got["MR"]) and math.isnan(got["recall"])
+    # Every person found before any false positive: miss rate 0 at every point. AP is 1/2, not
+    # 1: the toolkit's trapezoids start at the first detection (recall 1/2), not at recall 0.
+    assert ap_mr_recall([0.9, 0.8], [True, True], 2, 1) == (0.5, 0.0, 1.0)
+
+
+def test_clipping_as_the_toolkit():
+    got = clip_to_image([[-5, -5, 120, 130], [99.5, 10, 101, 20]], 100, 100)
+    assert got.tolist() == [[0, 0, 100, 100], [99, 10, 100, 20]]
+
+
+def test_evaluator_on_a_registered_dataset(tmp_path):
+    """The detectron2 evaluator: XYWH ground truth and iscrowd ignore regions from the dataset
+    dicts, predictions as Instances (image C has none), the same numbers in %, an .odgt file."""
+    name = "crowd_eval_test"
+    xywh = [[x0, y0, x1 - x0, y1 - y0] for x0, y0, x1, y1 in (P1, P2, P3, R)]
+    dicts = [
+        {"image_id": "A", "height": 100, "width": 100, "annotations": [
+            {"bbox": b, "bbox_mode": BoxMode.XYWH_ABS, "category_id": 0, "iscrowd": int(i == 3)}
+            for i, b in enumerate(xywh)]},
+        {"image_id": "B", "height": 100, "width": 100, "annotations": []},
+        {"image_id": "C", "height": 100, "width": 100, "annotations": []},
+    ]
+    if name not in DatasetCatalog:
+        DatasetCatalog.register(name, lambda: dicts)
+    ev = CrowdHumanEvaluator(name, output_dir=str(tmp_path), distributed=False)
+    ev.reset()
+    for image_id, dets in (("A", DETS_A), ("B", [DET_B])):
+        inst = Instances((100, 100))
+        inst.pred_boxes = Boxes(torch.tensor([d[0] for d in dets], dtype=torch.float32))
+        inst.pred_vis_boxes = Boxes(torch.tensor([d[0] for d in dets], dtype=torch.float32))
+        inst.scores = torch.tensor([d[1] for d in dets])
+        inst.pred_classes = torch.zeros(len(dets), dtype=torch.long)
+        ev.process([{"image_id": image_id}], [{"instances": inst}])
+    got = ev.evaluate()["crowd"]
+    for k, v in EXPECTED.items():
+        assert got[k] == pytest.approx(100 * v, abs=1e-4), k
+    records = [json.loads(line) for line in open(tmp_path / "crowd_detections.odgt")]
+    assert [r["ID"] for r in records] == ["A", "B", "C"]
+    assert records[0]["dtboxes"][1]["box"] == [0, 0, 10, 19]
+    assert records[0]["dtboxes"][1]["vbox"] == [0, 0, 10, 19] and records[2]["dtboxes"] == []
