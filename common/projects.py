@@ -2,6 +2,7 @@
 
 import glob
 import importlib
+import importlib.util
 import os
 import sys
 
@@ -43,6 +44,31 @@ def config_fns(path):
         pkg = importlib.import_module(os.path.basename(os.path.dirname(init)))
         fns += [getattr(pkg, n) for n in dir(pkg) if n.startswith("add_") and n.endswith("_config")]
     return fns
+
+
+_TRAINERS = {}
+
+
+def trainer_class(path):
+    """The Trainer that ``path`` trains with: the subclass of ``common.engine.Trainer`` that its
+    project's ``train_net.py`` defines (it may build its own data loader), else the shared one."""
+    project = project_of(path)
+    if project is None:
+        from common.engine import Trainer
+
+        return Trainer
+    if project not in _TRAINERS:
+        config_fns(path)  # puts the project's package on sys.path
+        script = os.path.join(REPO, "projects", project, "train_net.py")
+        spec = importlib.util.spec_from_file_location(f"train_net_{project}", script)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        from common.engine import Trainer
+
+        own = [c for c in vars(module).values() if isinstance(c, type) and issubclass(c, Trainer)
+               and c.__module__ == module.__name__]  # e.g. AP-Loss's APLossTrainer
+        _TRAINERS[project] = own[0] if own else Trainer
+    return _TRAINERS[project]
 
 
 def project_toy_configs():

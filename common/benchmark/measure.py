@@ -5,7 +5,7 @@ import time
 
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
-from detectron2.data import build_detection_test_loader, build_detection_train_loader
+from detectron2.data import build_detection_test_loader
 from detectron2.modeling import build_model
 from detectron2.utils.events import EventStorage
 from fvcore.nn import FlopCountAnalysis
@@ -42,9 +42,10 @@ def _test_inputs(cfg, n):
     return out
 
 
-def measure(cfg, train_iters=10, infer_images=30, warmup=3):
+def measure(cfg, train_iters=10, infer_images=30, warmup=3, trainer_cls=Trainer):
     """Returns a dict: params (M), gflops (one test image, fvcore), train_s_per_iter (at
-    cfg.SOLVER.IMS_PER_BATCH), infer_ms_per_image (batch 1).
+    cfg.SOLVER.IMS_PER_BATCH), infer_ms_per_image (batch 1). Training batches and the
+    optimizer come from ``trainer_cls`` (a project's Trainer may build its own loader).
 
     Inference time depends on how many boxes reach NMS, so time a trained model
     (``cfg.MODEL.WEIGHTS``): an untrained one scores thousands of near-prior boxes."""
@@ -68,8 +69,8 @@ def measure(cfg, train_iters=10, infer_images=30, warmup=3):
         result["infer_ms_per_image"] = 1e3 * (time.perf_counter() - start) / len(inputs[warmup:])
 
     model.train()
-    optimizer = Trainer.build_optimizer(cfg, model)
-    loader = iter(build_detection_train_loader(cfg))
+    optimizer = trainer_cls.build_optimizer(cfg, model)
+    loader = iter(trainer_cls.build_train_loader(cfg))
     batches = [next(loader) for _ in range(warmup + train_iters)]
     with EventStorage():
         times = []

@@ -13,7 +13,7 @@ from detectron2.utils.logger import setup_logger
 
 from common.benchmark.measure import measure
 from common.data import prepare
-from common.projects import BASELINE_TOY_CONFIGS, REPO, load_config, project_toy_configs
+from common.projects import BASELINE_TOY_CONFIGS, REPO, load_config, project_toy_configs, trainer_class
 
 
 def main(argv=None):
@@ -41,7 +41,7 @@ def main(argv=None):
                                  "MODEL.WEIGHTS", weights])
         for name in cfg.DATASETS.TRAIN + cfg.DATASETS.TEST:
             prepare(name)
-        r = measure(cfg, train_iters=args.train_iters)
+        r = measure(cfg, train_iters=args.train_iters, trainer_cls=trainer_class(path))
         r["config"] = os.path.relpath(path, REPO)
         r["batch"] = cfg.SOLVER.IMS_PER_BATCH
         r["weights"] = weights or "untrained"
