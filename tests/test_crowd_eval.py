@@ -131,3 +131,25 @@ def test_evaluator_on_a_registered_dataset(tmp_path):
     assert [r["ID"] for r in records] == ["A", "B", "C"]
     assert records[0]["dtboxes"][1]["box"] == [0, 0, 10, 19]
     assert records[0]["dtboxes"][1]["vbox"] == [0, 0, 10, 19] and records[2]["dtboxes"] == []
+
+
+def test_matching_per_connected_component_equals_the_whole_graph():
+    """JI matches each connected component of the IoU graph on its own (fast on crowds); the
+    result must be the maximum-weight matching of the whole graph."""
+    import networkx as nx
+
+    from common.evaluation.crowd import _max_weight_matches, box_overlaps
+
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        xy = rng.uniform(0, 200, (30, 2))
+        gt = np.concatenate([xy, xy + rng.uniform(10, 40, (30, 2))], 1)
+        dt = gt[rng.integers(0, 30, 80)] + rng.normal(0, 3, (80, 4))
+        dt[:, 2:] = np.maximum(dt[:, 2:], dt[:, :2] + 1)
+        iou = box_overlaps(dt, gt)
+        k, dt_used, gt_used = _max_weight_matches(iou, 0.5)
+        rows, cols = np.nonzero(iou > 0.5)
+        graph = nx.Graph()
+        graph.add_weighted_edges_from((("d", i), ("g", j), iou[i, j]) for i, j in zip(rows, cols))
+        whole = nx.max_weight_matching(graph)
+        assert k == len(whole) == dt_used.sum() == gt_used.sum()

@@ -135,7 +135,12 @@ def _max_weight_matches(iou, thresh):
     graph = nx.Graph()
     graph.add_weighted_edges_from((("d", i), ("g", j), iou[i, j]) for i, j in zip(rows, cols))
     dt_used, gt_used = np.zeros(iou.shape[0], bool), np.zeros(iou.shape[1], bool)
-    pairs = nx.max_weight_matching(graph, maxcardinality=False)
+    pairs = []
+    # A maximum-weight matching is one per connected component (crowds give many small ones;
+    # the matching is cubic in the nodes it sees).
+    for nodes in nx.connected_components(graph):
+        sub = graph.subgraph(nodes)
+        pairs += list(sub.edges) if len(nodes) == 2 else nx.max_weight_matching(sub, maxcardinality=False)
     for u, v in pairs:
         (_, i), (_, j) = sorted((u, v))  # ("d", i) sorts before ("g", j)
         dt_used[i], gt_used[j] = True, True
