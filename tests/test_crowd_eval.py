@@ -101,14 +101,29 @@ def test_clipping_as_the_toolkit():
     assert got.tolist() == [[0, 0, 100, 100], [99, 10, 100, 20]]
 
 
+# Visible boxes for the evaluator test: each person's upper half; the detections' visible boxes
+# match d1 (P1), duplicate it (d2), lie in R (d3), and take P2's lower half (d5: no match).
+VIS_GT = [[0, 0, 10, 10], [50, 0, 60, 10], [20, 50, 30, 60]]
+VIS_A = [[0, 0, 10, 10], [0, 0, 10, 9], [85, 85, 95, 90], [50, 10, 60, 20]]
+VIS_B = [10, 10, 20, 15]
+# By hand: counted .9 TP, .85 FP, .8 FP, .6 FP of 3 people -> recall 1/3 at every point, so
+# AP 0 (no trapezoid gains recall) and miss rate 2/3 at every FPPI point -> MR^-2 2/3. JI: at
+# thresholds 0 .. 0.5 image A has k = 1, m = 3, n = 3 (d3 in R) -> 1/5, B 0 -> 0.1; 0.6 and 0.7
+# drop d5 / d3 -> (1/4 + 0) / 2; 0.8 drops d2 -> (1/3 + 0) / 2 = 1/6 (the best); 0.9 -> 0.
+EXPECTED_VISIBLE = {"AP": 0.0, "MR": 2 / 3, "recall": 1 / 3, "JI": 1 / 6}
+
+
 def test_evaluator_on_a_registered_dataset(tmp_path):
     """The detectron2 evaluator: XYWH ground truth and iscrowd ignore regions from the dataset
-    dicts, predictions as Instances (image C has none), the same numbers in %, an .odgt file."""
+    dicts, predictions as Instances, the same numbers in %, the visible boxes' metrics from
+    ``vis_bbox`` and ``pred_vis_boxes`` (ignore regions kept), an .odgt file."""
     name = "crowd_eval_test"
     xywh = [[x0, y0, x1 - x0, y1 - y0] for x0, y0, x1, y1 in (P1, P2, P3, R)]
+    vis_xywh = [[x0, y0, x1 - x0, y1 - y0] for x0, y0, x1, y1 in VIS_GT]
     dicts = [
         {"image_id": "A", "height": 100, "width": 100, "annotations": [
-            {"bbox": b, "bbox_mode": BoxMode.XYWH_ABS, "category_id": 0, "iscrowd": int(i == 3)}
+            {"bbox": b, "bbox_mode": BoxMode.XYWH_ABS, "category_id": 0, "iscrowd": int(i == 3),
+             **({"vis_bbox": vis_xywh[i]} if i < 3 else {})}
             for i, b in enumerate(xywh)]},
         {"image_id": "B", "height": 100, "width": 100, "annotations": []},
         {"image_id": "C", "height": 100, "width": 100, "annotations": []},
@@ -117,20 +132,25 @@ def test_evaluator_on_a_registered_dataset(tmp_path):
         DatasetCatalog.register(name, lambda: dicts)
     ev = CrowdHumanEvaluator(name, output_dir=str(tmp_path), distributed=False)
     ev.reset()
-    for image_id, dets in (("A", DETS_A), ("B", [DET_B])):
+    for image_id, dets, vis in (("A", DETS_A, VIS_A), ("B", [DET_B], [VIS_B]), ("C", [], [])):
         inst = Instances((100, 100))
-        inst.pred_boxes = Boxes(torch.tensor([d[0] for d in dets], dtype=torch.float32))
-        inst.pred_vis_boxes = Boxes(torch.tensor([d[0] for d in dets], dtype=torch.float32))
+        inst.pred_boxes = Boxes(torch.tensor([d[0] for d in dets], dtype=torch.float32).reshape(-1, 4))
+        inst.pred_vis_boxes = Boxes(torch.tensor(vis, dtype=torch.float32).reshape(-1, 4))
         inst.scores = torch.tensor([d[1] for d in dets])
         inst.pred_classes = torch.zeros(len(dets), dtype=torch.long)
         ev.process([{"image_id": image_id}], [{"instances": inst}])
-    got = ev.evaluate()["crowd"]
-    for k, v in EXPECTED.items():
-        assert got[k] == pytest.approx(100 * v, abs=1e-4), k
+    results = ev.evaluate()
+    for task, expected in (("crowd", EXPECTED), ("crowd_visible", EXPECTED_VISIBLE)):
+        for k, v in expected.items():
+            assert results[task][k] == pytest.approx(100 * v, abs=1e-4), (task, k)
     records = [json.loads(line) for line in open(tmp_path / "crowd_detections.odgt")]
     assert [r["ID"] for r in records] == ["A", "B", "C"]
     assert records[0]["dtboxes"][1]["box"] == [0, 0, 10, 19]
-    assert records[0]["dtboxes"][1]["vbox"] == [0, 0, 10, 19] and records[2]["dtboxes"] == []
+    assert records[0]["dtboxes"][1]["vbox"] == [0, 0, 10, 9] and records[2]["dtboxes"] == []
+    # Without a prediction for an image (C), or without visible boxes, only the full boxes count.
+    ev.reset()
+    ev.process([{"image_id": "A"}], [{"instances": inst[:0]}])
+    assert list(ev.evaluate()) == ["crowd"]
 
 
 def test_matching_per_connected_component_equals_the_whole_graph():

@@ -204,7 +204,9 @@ def evaluate_crowd(images, thresh=0.5):
 
 # ----------------------------------------------------------------------------- detectron2
 class CrowdHumanEvaluator(DatasetEvaluator):
-    """AP, MR^-2, recall and JI (in %) of a CrowdHuman-style dataset's full-body boxes.
+    """AP, MR^-2, recall and JI (in %) of a CrowdHuman-style dataset's full-body boxes
+    (task "crowd"), and of the visible boxes (task "crowd_visible") where the model predicts
+    them (``pred_vis_boxes``) and the dataset has them (``vis_bbox``).
 
     Ground truth comes from the dataset's dicts (``bbox`` full box; ``iscrowd`` 1 = ignore
     region). Images without a prediction count as images without detections. With an
@@ -240,27 +242,33 @@ class CrowdHumanEvaluator(DatasetEvaluator):
             if not comm.is_main_process():
                 return {}
         by_id = {p["image_id"]: p for p in predictions}
-        images = []
+        images, visible = [], []
         for d in DatasetCatalog.get(self._dataset_name):
             annos = d.get("annotations", [])
-            gt = [BoxMode.convert(a["bbox"], a["bbox_mode"], BoxMode.XYXY_ABS) for a in annos]
+            ignore = np.array([a.get("iscrowd", 0) == 1 for a in annos], bool)
             pred = by_id.get(d["image_id"], {"boxes": np.zeros((0, 4)), "scores": np.zeros(0)})
-            images.append({
+            im = {
                 "image_id": d["image_id"], "height": d["height"], "width": d["width"],
-                "gt_boxes": np.array(gt, np.float64).reshape(-1, 4),
-                "gt_ignore": np.array([a.get("iscrowd", 0) == 1 for a in annos], bool),
+                "gt_boxes": _xyxy(annos, "bbox"), "gt_ignore": ignore,
                 "dt_boxes": pred["boxes"], "dt_scores": pred["scores"],
                 "dt_vis_boxes": pred.get("vis_boxes"),
-            })
+            }
+            images.append(im)
+            # Visible boxes of people; ignore regions stay the regions.
+            if im["dt_vis_boxes"] is not None and all("vis_bbox" in a or a.get("iscrowd", 0) for a in annos):
+                key = ["bbox" if a.get("iscrowd", 0) else "vis_bbox" for a in annos]
+                visible.append({**im, "gt_boxes": _xyxy(annos, key), "dt_boxes": im["dt_vis_boxes"]})
         if self._output_dir:
             self._write_odgt(images, os.path.join(self._output_dir, "crowd_detections.odgt"))
-        metrics = evaluate_crowd(images, self._thresh)
-        results = {k: 100.0 * v for k, v in metrics.items()}
-        self._logger.info(
-            f"Evaluation results for crowd ({len(images)} images; MR is MR^-2, lower is better):\n"
-            + " | ".join(f"{k} {v:.2f}" for k, v in results.items())
-        )
-        return OrderedDict({"crowd": results})
+        results = OrderedDict(crowd=_percent(evaluate_crowd(images, self._thresh)))
+        if len(visible) == len(images):  # the model predicts visible boxes and the data has them
+            results["crowd_visible"] = _percent(evaluate_crowd(visible, self._thresh))
+        for task, res in results.items():
+            self._logger.info(
+                f"Evaluation results for {task} ({len(images)} images; MR is MR^-2, lower is "
+                "better):\n" + " | ".join(f"{k} {v:.2f}" for k, v in res.items())
+            )
+        return results
 
     @staticmethod
     def _write_odgt(images, path):
@@ -277,6 +285,17 @@ class CrowdHumanEvaluator(DatasetEvaluator):
                     dts.append(dt)
                 f.write(json.dumps({"ID": im["image_id"], "height": im["height"],
                                     "width": im["width"], "dtboxes": dts}) + "\n")
+
+
+def _percent(metrics):
+    return {k: 100.0 * v for k, v in metrics.items()}
+
+
+def _xyxy(annos, keys):
+    """XYXY boxes of ``annos`` from the key ``keys`` (one key, or one per annotation)."""
+    keys = [keys] * len(annos) if isinstance(keys, str) else keys
+    boxes = [BoxMode.convert(a[k], a["bbox_mode"], BoxMode.XYXY_ABS) for a, k in zip(annos, keys)]
+    return np.array(boxes, np.float64).reshape(-1, 4)
 
 
 def _xywh(b):
