@@ -173,3 +173,20 @@ def test_matching_per_connected_component_equals_the_whole_graph():
         graph.add_weighted_edges_from((("d", i), ("g", j), iou[i, j]) for i, j in zip(rows, cols))
         whole = nx.max_weight_matching(graph)
         assert k == len(whole) == dt_used.sum() == gt_used.sum()
+
+
+def test_false_positive_kinds_by_hand():
+    """Image A's d2 duplicates P1 (full IoU 190 / 200 with d1, which took P1; visible IoU 90 /
+    100), image B's detection is on no one; d3 lies in R and does not count."""
+    from common.evaluation.crowd_errors import false_positive_kinds
+
+    imgs = _images()
+    imgs[0]["dt_vis_boxes"] = np.array(VIS_A, float)
+    imgs[1]["dt_vis_boxes"] = np.array([VIS_B], float)
+    imgs[2]["dt_vis_boxes"] = np.zeros((0, 4))
+    first, everything = false_positive_kinds(imgs, fppi_points=(1 / 3, 1.0))
+    # FPPI 1/3 of 3 images = the first false positive by score: B's (0.85).
+    assert (first["duplicates"], first["others"], first["score"]) == (0, 1, 0.85)
+    assert (everything["duplicates"], everything["others"]) == (1, 1)
+    assert everything["dup_full_iou"] == pytest.approx(0.95, abs=1e-6)
+    assert everything["dup_vis_iou"] == pytest.approx(0.9, abs=1e-6)

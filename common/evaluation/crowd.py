@@ -71,38 +71,40 @@ def box_overlaps(a, b, mode="iou"):
     return inter / (area_a + area_b - inter + _EPS)
 
 
-def caltech_match(dt_boxes, dt_scores, gt_boxes, gt_ignore, thresh=0.5):
+def caltech_match(dt_boxes, dt_scores, gt_boxes, gt_ignore, thresh=0.5, return_indices=False):
     """Matches one image's detections (highest score first) to its ground truth.
 
     Returns ``(scores, is_tp)`` of the detections that count: true positives and false
     positives, in descending score order; detections absorbed by an ignore region are left out.
+    With ``return_indices``, also the index of each counted detection in ``dt_boxes`` and of
+    the ground truth it matched in ``gt_boxes`` (-1 for a false positive).
     """
     dt_scores = np.asarray(dt_scores, np.float64).reshape(-1)
-    if len(dt_scores) == 0:
-        return np.zeros(0), np.zeros(0, bool)
     order = np.argsort(-dt_scores, kind="stable")
     dt_boxes, dt_scores = np.asarray(dt_boxes, np.float64).reshape(-1, 4)[order], dt_scores[order]
     gt_ignore = np.asarray(gt_ignore, bool).reshape(-1)
     gt_boxes = np.asarray(gt_boxes, np.float64).reshape(-1, 4)
-    gt_boxes = np.concatenate([gt_boxes[~gt_ignore], gt_boxes[gt_ignore]])  # people first
-    num_people = int((~gt_ignore).sum())
-    iou = box_overlaps(dt_boxes, gt_boxes[:num_people])
-    ioa = box_overlaps(dt_boxes, gt_boxes[num_people:], mode="ioa")
-    matched = np.zeros(num_people, bool)
-    keep, is_tp = [], []
+    people = np.nonzero(~gt_ignore)[0]
+    iou = box_overlaps(dt_boxes, gt_boxes[people])
+    ioa = box_overlaps(dt_boxes, gt_boxes[gt_ignore], mode="ioa")
+    matched = np.zeros(len(people), bool)
+    keep, gt_index = [], []
     for i in range(len(dt_boxes)):
         cand = np.where(matched, -1.0, iou[i])
-        j = int(np.argmax(cand)) if num_people else -1
+        j = int(np.argmax(cand)) if len(people) else -1
         if j >= 0 and cand[j] > thresh:
             matched[j] = True
             keep.append(i)
-            is_tp.append(True)
+            gt_index.append(people[j])
         elif ioa.shape[1] and ioa[i].max() > thresh:
             continue  # inside an ignore region: not counted
         else:
             keep.append(i)
-            is_tp.append(False)
-    return dt_scores[keep], np.array(is_tp, bool)
+            gt_index.append(-1)
+    gt_index = np.array(gt_index, int)
+    if return_indices:
+        return dt_scores[keep], gt_index >= 0, order[keep], gt_index
+    return dt_scores[keep], gt_index >= 0
 
 
 def ap_mr_recall(scores, is_tp, num_gt, num_images):
