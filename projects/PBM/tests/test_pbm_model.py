@@ -128,14 +128,23 @@ def test_crowdhuman_model_size_by_hand():
 
 
 @pytest.mark.slow
-def test_smoke_train_and_eval_with_crowd_metrics(tmp_path):
+def test_smoke_train_and_eval_with_crowd_metrics(tmp_path, capsys):
     metrics = smoke_train_and_eval(
         os.path.join(HERE, "train_net.py"), "configs/toy/pbm_R-18-FPN_toy_crowd.yaml", tmp_path,
         task="crowd",
     )
     final = [m for m in metrics if "crowd/MR" in m][-1]
     assert {"crowd/AP", "crowd/MR", "crowd/recall", "crowd/JI"} <= final.keys()
-    assert os.path.isfile(tmp_path / "inference" / "crowd_detections.odgt")
+    detections = tmp_path / "inference" / "crowd_detections.odgt"
+    assert os.path.isfile(detections)
+    assert {"crowd_visible/AP", "crowd_visible/MR"} <= final.keys()
+    # The error analysis reads what the evaluator wrote.
+    from common.data import toy
+    from common.evaluation.crowd_errors import main
+
+    val = toy.generate("toy_crowd", "val")
+    main([os.path.join(val, "annotations.odgt"), os.path.join(val, "images"), str(detections)])
+    assert "duplicate FPs" in capsys.readouterr().out
 
 
 def test_training_batches_carry_visible_boxes():
