@@ -101,8 +101,8 @@ class PairedRPN(RPN):
     @torch.no_grad()
     def predict_paired_proposals(self, anchors, logits, full_deltas, vis_deltas, image_sizes):
         """Decodes both boxes of every anchor, then detectron2's proposal selection (top-k per
-        level, clip, drop small full boxes, NMS per level on the full boxes, top-k) carrying
-        the visible boxes along."""
+        level, clip, drop small full boxes and empty visible ones, NMS per level on the full
+        boxes, top-k) carrying the visible boxes along."""
         full = self._decode_proposals(anchors, full_deltas)
         vis = self._decode_proposals(anchors, vis_deltas)
         pre_topk, post_topk = self.pre_nms_topk[self.training], self.post_nms_topk[self.training]
@@ -131,7 +131,9 @@ class PairedRPN(RPN):
                 f, v, s, lvl = f[valid], v[valid], s[valid], lvl[valid]
             f.clip(image_size)
             v.clip(image_size)
-            keep = f.nonempty(threshold=self.min_box_size)
+            # A pair needs both boxes: a visible proposal clipped to nothing can be neither
+            # pooled nor regressed from.
+            keep = f.nonempty(threshold=self.min_box_size) & v.nonempty()
             f, v, s, lvl = f[keep], v[keep], s[keep], lvl[keep]
             keep = batched_nms(f.tensor, s, lvl, self.nms_thresh)[:post_topk]
             res = Instances(image_size)

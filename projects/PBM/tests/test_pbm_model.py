@@ -162,3 +162,19 @@ def test_training_batches_carry_visible_boxes():
         full, vis = inst.gt_boxes.tensor, inst.gt_vis_boxes.tensor
         # toy_crowd's visible box lies inside the full box (up to resizing round-off)
         assert (vis[:, :2] >= full[:, :2] - 1e-3).all() and (vis[:, 2:] <= full[:, 2:] + 1e-3).all()
+
+
+def test_pairs_whose_visible_proposal_is_empty_are_dropped():
+    """A visible proposal regressed out of the image is clipped to zero width; its pair must not
+    reach the R-CNN (whose regression targets need a box of positive size: with
+    RCNN_VIS_IOU_THRESH 0 such a pair would be a positive)."""
+    rpn = _model().proposal_generator
+    rpn.eval()
+    anchors = [Boxes(torch.tensor([[10.0, 10, 30, 50], [40, 10, 60, 50]]))]
+    logits = [torch.tensor([[2.0, 1.0]])]
+    full = [torch.zeros(1, 2, 4)]
+    vis = [torch.tensor([[[0.0, 0, 0, 0], [100.0, 0, 0, 0]]])]  # the 2nd moves 2000 px right
+    (props,) = rpn.predict_paired_proposals(anchors, logits, full, vis, [(100, 100)])
+    assert props.proposal_boxes.tensor.tolist() == [[10, 10, 30, 50]]
+    assert props.proposal_vis_boxes.tensor.tolist() == [[10, 10, 30, 50]]
+    assert props.objectness_logits.tolist() == [2.0]
