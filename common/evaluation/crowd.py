@@ -38,8 +38,8 @@ from detectron2.structures import BoxMode
 from detectron2.utils import comm
 
 __all__ = [
-    "CrowdHumanEvaluator", "MR_FPPI_POINTS", "ap_mr_recall", "box_overlaps", "caltech_match", "clip_to_image",
-    "evaluate_crowd", "image_jaccard", "jaccard_index",
+    "CrowdHumanEvaluator", "MR_FPPI_POINTS", "ap_mr_recall", "box_overlaps", "caltech_match",
+    "clip_to_image", "crowd_images", "evaluate_crowd", "image_jaccard", "jaccard_index",
 ]
 
 # The toolkit's CALTECH_-2 reference points (rounded 10^(-2 + k/4)).
@@ -243,27 +243,11 @@ class CrowdHumanEvaluator(DatasetEvaluator):
             predictions = list(itertools.chain(*comm.gather(predictions, dst=0)))
             if not comm.is_main_process():
                 return {}
-        by_id = {p["image_id"]: p for p in predictions}
-        images, visible = [], []
-        for d in DatasetCatalog.get(self._dataset_name):
-            annos = d.get("annotations", [])
-            ignore = np.array([a.get("iscrowd", 0) == 1 for a in annos], bool)
-            pred = by_id.get(d["image_id"], {"boxes": np.zeros((0, 4)), "scores": np.zeros(0)})
-            im = {
-                "image_id": d["image_id"], "height": d["height"], "width": d["width"],
-                "gt_boxes": _xyxy(annos, "bbox"), "gt_ignore": ignore,
-                "dt_boxes": pred["boxes"], "dt_scores": pred["scores"],
-                "dt_vis_boxes": pred.get("vis_boxes"),
-            }
-            images.append(im)
-            # Visible boxes of people; ignore regions stay the regions.
-            if im["dt_vis_boxes"] is not None and all("vis_bbox" in a or a.get("iscrowd", 0) for a in annos):
-                key = ["bbox" if a.get("iscrowd", 0) else "vis_bbox" for a in annos]
-                visible.append({**im, "gt_boxes": _xyxy(annos, key), "dt_boxes": im["dt_vis_boxes"]})
+        images, visible = crowd_images(DatasetCatalog.get(self._dataset_name), predictions)
         if self._output_dir:
             self._write_odgt(images, os.path.join(self._output_dir, "crowd_detections.odgt"))
         results = OrderedDict(crowd=_percent(evaluate_crowd(images, self._thresh)))
-        if len(visible) == len(images):  # the model predicts visible boxes and the data has them
+        if visible is not None:
             results["crowd_visible"] = _percent(evaluate_crowd(visible, self._thresh))
         for task, res in results.items():
             self._logger.info(
@@ -287,6 +271,31 @@ class CrowdHumanEvaluator(DatasetEvaluator):
                     dts.append(dt)
                 f.write(json.dumps({"ID": im["image_id"], "height": im["height"],
                                     "width": im["width"], "dtboxes": dts}) + "\n")
+
+
+def crowd_images(dataset_dicts, predictions):
+    """The records ``evaluate_crowd`` takes, from detectron2 dataset dicts and predictions
+    (dicts with image_id, XYXY ``boxes``, ``scores``, optional ``vis_boxes``; an image without
+    one has no detections). Returns ``(full, visible)``: ``visible`` scores the visible boxes
+    (people's ``vis_bbox``, ignore regions unchanged) and is None unless every image has
+    predicted and annotated visible boxes."""
+    by_id = {p["image_id"]: p for p in predictions}
+    images, visible = [], []
+    for d in dataset_dicts:
+        annos = d.get("annotations", [])
+        ignore = np.array([a.get("iscrowd", 0) == 1 for a in annos], bool)
+        pred = by_id.get(d["image_id"], {"boxes": np.zeros((0, 4)), "scores": np.zeros(0)})
+        im = {
+            "image_id": d["image_id"], "height": d["height"], "width": d["width"],
+            "gt_boxes": _xyxy(annos, "bbox"), "gt_ignore": ignore,
+            "dt_boxes": pred["boxes"], "dt_scores": pred["scores"],
+            "dt_vis_boxes": pred.get("vis_boxes"),
+        }
+        images.append(im)
+        if im["dt_vis_boxes"] is not None and all("vis_bbox" in a or ig for a, ig in zip(annos, ignore)):
+            key = ["bbox" if ig else "vis_bbox" for ig in ignore]
+            visible.append({**im, "gt_boxes": _xyxy(annos, key), "dt_boxes": im["dt_vis_boxes"]})
+    return images, (visible if len(visible) == len(images) else None)
 
 
 def _percent(metrics):

@@ -13,12 +13,12 @@ why NMS kept them.
 
 import argparse
 import json
+import warnings
 
 import numpy as np
-from detectron2.structures import BoxMode
 
 from common.data import load_crowdhuman_odgt
-from common.evaluation.crowd import box_overlaps, caltech_match, clip_to_image
+from common.evaluation.crowd import box_overlaps, caltech_match, clip_to_image, crowd_images
 
 __all__ = ["false_positive_kinds"]
 
@@ -30,12 +30,16 @@ def _xyxy(boxes):
 
 
 def false_positive_kinds(images, fppi_points=(0.01, 0.1, 1.0), thresh=0.5):
-    """``images``: dicts with gt_boxes, gt_ignore, dt_boxes, dt_scores, optional dt_vis_boxes
-    (XYXY, already clipped). Returns, per FPPI point, the score reached there, the number of
+    """``images``: ``crowd.crowd_images`` records (gt_boxes, gt_ignore, dt_boxes, dt_scores,
+    optional dt_vis_boxes, height, width; boxes are clipped here as ``evaluate_crowd`` does).
+    Returns, per FPPI point, the score reached there, the number of
     duplicate and other false positives up to it, and the median full / visible IoU of those
     duplicates with the detection that took their person."""
     fps = []  # (score, is_duplicate, full IoU with the taker, visible IoU with the taker)
     for im in images:
+        h, w = im["height"], im["width"]
+        im = {**im, "dt_boxes": clip_to_image(im["dt_boxes"], h, w),
+              "gt_boxes": clip_to_image(im["gt_boxes"], h, w)}
         scores, is_tp, dt_idx, gt_idx = caltech_match(
             im["dt_boxes"], im["dt_scores"], im["gt_boxes"], im["gt_ignore"], thresh, return_indices=True
         )
@@ -55,13 +59,14 @@ def false_positive_kinds(images, fppi_points=(0.01, 0.1, 1.0), thresh=0.5):
     rows = []
     for point in fppi_points:
         upto = fps[: max(int(round(point * len(images))), 1)]
-        dups = [f for f in upto if f[1]]
+        dups = np.array([f[2:] for f in upto if f[1]], np.float64).reshape(-1, 2)
+        with warnings.catch_warnings():  # the median of nothing (or of NaNs only) is NaN
+            warnings.simplefilter("ignore", RuntimeWarning)
+            full_iou, vis_iou = np.nanmedian(dups, axis=0) if len(dups) else (np.nan, np.nan)
         rows.append({
             "fppi": point, "score": upto[-1][0] if upto else float("nan"),
             "duplicates": len(dups), "others": len(upto) - len(dups),
-            "dup_full_iou": float(np.median([f[2] for f in dups])) if dups else float("nan"),
-            "dup_vis_iou": float(np.nanmedian([f[3] for f in dups])) if dups and not np.isnan(
-                [f[3] for f in dups]).all() else float("nan"),
+            "dup_full_iou": float(full_iou), "dup_vis_iou": float(vis_iou),
         })
     return rows
 
@@ -72,23 +77,17 @@ def main(argv=None):
     parser.add_argument("images", help="its image folder (for the image sizes)")
     parser.add_argument("detections", help="crowd_detections.odgt")
     args = parser.parse_args(argv)
-    gts = {d["image_id"]: d for d in load_crowdhuman_odgt(args.gt, args.images)}
-    images = []
+    predictions = []
     with open(args.detections) as f:
         for line in f:
             rec = json.loads(line)
-            d = gts[rec["ID"]]
-            h, w = d["height"], d["width"]
-            annos = d["annotations"]
-            gt = [BoxMode.convert(a["bbox"], a["bbox_mode"], BoxMode.XYXY_ABS) for a in annos]
             dts = rec["dtboxes"]
-            images.append({
-                "gt_boxes": clip_to_image(gt, h, w),
-                "gt_ignore": np.array([a.get("iscrowd", 0) == 1 for a in annos], bool),
-                "dt_boxes": clip_to_image(_xyxy([b["box"] for b in dts]), h, w),
-                "dt_scores": np.array([b["score"] for b in dts]),
-                "dt_vis_boxes": _xyxy([b["vbox"] for b in dts]) if dts and "vbox" in dts[0] else None,
+            predictions.append({
+                "image_id": rec["ID"], "boxes": _xyxy([b["box"] for b in dts]),
+                "scores": np.array([b["score"] for b in dts]),
+                "vis_boxes": _xyxy([b["vbox"] for b in dts]) if dts and "vbox" in dts[0] else None,
             })
+    images, _ = crowd_images(load_crowdhuman_odgt(args.gt, args.images), predictions)
     print("| FPPI | score there | duplicate FPs | other FPs | duplicates' full IoU with the kept "
           "detection (median) | visible IoU (median) |")
     print("|---:|---:|---:|---:|---:|---:|")

@@ -2,18 +2,14 @@
 
 import torch
 from detectron2.layers import batched_nms
-from detectron2.structures import Boxes
-from detectron2.structures.boxes import pairwise_intersection
+from detectron2.structures import Boxes, pairwise_ioa
 
 
 def pairwise_iof(vis_boxes: Boxes, boxes: Boxes) -> torch.Tensor:
-    """IoF(A, V) = |A & V| / |V| for every visible box V (rows) and box A (columns).
-
-    A visible box of zero area has IoF 0 with everything.
-    """
-    area = vis_boxes.area()[:, None]
-    inter = pairwise_intersection(vis_boxes, boxes)
-    return torch.where(area > 0, inter / area.clamp(min=1e-12), torch.zeros_like(inter))
+    """IoF(A, V) = |A & V| / |V| for every visible box V (rows) and box A (columns):
+    detectron2's intersection-over-area of the second argument, transposed. A visible box of
+    zero area has IoF 0 with everything."""
+    return pairwise_ioa(boxes, vis_boxes).T
 
 
 def match_pairs(full_quality, vis_quality, full_thresh, vis_thresh, neg_thresh,
