@@ -94,6 +94,7 @@ def test_crowdhuman_images_are_found_by_extension(tmp_path):
         (["DATASETS.TRAIN", "('no_such_dataset',)"], "dataset 'no_such_dataset' is not registered"),
         (["MODEL.NO_SUCH_KEY", "1"], "unknown config key"),
         (["SOLVER.MAX_ITER", "abc"], "bad config"),
+        (["SOLVER.CLIP_GRADIENTS.CLIP_TYPE", "global"], "CLIP_TYPE must be one of value, norm, full_model"),
         (["--eval-only", "MODEL.WEIGHTS", "/no/such/model.pth"], "checkpoint not found: /no/such/model.pth"),
     ],
 )

@@ -16,7 +16,11 @@ from detectron2.engine import DefaultTrainer, SimpleTrainer, TrainerBase, defaul
 from detectron2.engine import default_argument_parser as _d2_parser
 from detectron2.engine.train_loop import AMPTrainer
 from detectron2.evaluation import COCOEvaluator
-from detectron2.solver.build import get_default_optimizer_params, maybe_add_gradient_clipping
+from detectron2.solver.build import (
+    _generate_optimizer_class_with_gradient_clipping,
+    get_default_optimizer_params,
+    maybe_add_gradient_clipping,
+)
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 from torch.nn.parallel import DistributedDataParallel
@@ -28,6 +32,10 @@ from common.modeling import add_fcos_config
 __all__ = [
     "add_common_config", "default_argument_parser", "evaluate", "set_num_classes", "setup", "Trainer",
 ]
+
+
+# detectron2's per-parameter clipping, and the whole model's gradient norm (Trainer.build_optimizer).
+CLIP_TYPES = ("value", "norm", "full_model")
 
 
 def add_common_config(cfg):
@@ -125,6 +133,9 @@ def setup(args, *add_config_fns):
     _check_weights(cfg, args)
     if cfg.SOLVER.OPTIMIZER.upper() not in ("SGD", "ADAMW"):
         _fail(f"SOLVER.OPTIMIZER must be SGD or ADAMW, not {cfg.SOLVER.OPTIMIZER}")
+    if cfg.SOLVER.CLIP_GRADIENTS.CLIP_TYPE not in CLIP_TYPES:
+        _fail(f"SOLVER.CLIP_GRADIENTS.CLIP_TYPE must be one of {', '.join(CLIP_TYPES)}, "
+              f"not {cfg.SOLVER.CLIP_GRADIENTS.CLIP_TYPE}")
     cfg.freeze()
     default_setup(cfg, args)
     return cfg
@@ -141,7 +152,7 @@ def _check_weights(cfg, args):
 
 class Trainer(DefaultTrainer):
     """detectron2's DefaultTrainer with COCO evaluation through pycocotools (crowd metrics for
-    CrowdHuman-style datasets), an AdamW option,
+    CrowdHuman-style datasets), an AdamW option, whole-model gradient-norm clipping,
     DistributedDataParallel that also works for CPU (gloo) processes, and the optimizer state
     in its checkpoints."""
 
@@ -196,8 +207,10 @@ class Trainer(DefaultTrainer):
 
     @classmethod
     def build_optimizer(cls, cfg, model):
-        if cfg.SOLVER.OPTIMIZER.upper() == "SGD":
-            return super().build_optimizer(cfg, model)
+        """detectron2's parameter groups with SGD (its default) or AdamW, and gradient clipping:
+        detectron2's per-parameter "value" / "norm", or "full_model": the norm of all gradients
+        together, as ``torch.nn.utils.clip_grad_norm_`` over every parameter, the way
+        mmdetection's ``grad_clip=dict(max_norm=35, norm_type=2)`` clips."""
         params = get_default_optimizer_params(
             model,
             base_lr=cfg.SOLVER.BASE_LR,
@@ -205,9 +218,20 @@ class Trainer(DefaultTrainer):
             bias_lr_factor=cfg.SOLVER.BIAS_LR_FACTOR,
             weight_decay_bias=cfg.SOLVER.WEIGHT_DECAY_BIAS,
         )
-        return maybe_add_gradient_clipping(cfg, torch.optim.AdamW)(
-            params, lr=cfg.SOLVER.BASE_LR, weight_decay=cfg.SOLVER.WEIGHT_DECAY
-        )
+        optimizer, kwargs = torch.optim.AdamW, {}
+        if cfg.SOLVER.OPTIMIZER.upper() == "SGD":
+            optimizer = torch.optim.SGD
+            kwargs = {"momentum": cfg.SOLVER.MOMENTUM, "nesterov": cfg.SOLVER.NESTEROV}
+        clip = cfg.SOLVER.CLIP_GRADIENTS
+        if clip.ENABLED and clip.CLIP_TYPE == "full_model":
+            max_norm, norm_type = clip.CLIP_VALUE, clip.NORM_TYPE
+            optimizer = _generate_optimizer_class_with_gradient_clipping(
+                optimizer,
+                global_clipper=lambda p: torch.nn.utils.clip_grad_norm_(p, max_norm, norm_type),
+            )
+        else:
+            optimizer = maybe_add_gradient_clipping(cfg, optimizer)
+        return optimizer(params, lr=cfg.SOLVER.BASE_LR, weight_decay=cfg.SOLVER.WEIGHT_DECAY, **kwargs)
 
 
 def evaluate(trainer_cls, cfg, args):
