@@ -132,21 +132,23 @@ def build_ssd_augmentation(cfg):
 
 class BoxAwareDatasetMapper(DatasetMapper):
     """detectron2's DatasetMapper for box detection whose augmentations also see the GT boxes
-    (``MinIoURandomCrop`` needs them; v0.6's mapper passes only the image)."""
+    (``MinIoURandomCrop`` needs them; v0.6's mapper passes only the image). Annotations then
+    go through the parent's ``_transform_annotations``, which drops the masks and keypoints
+    a model without those heads does not use (cropping COCO's polygons would need shapely)."""
 
     def __call__(self, dataset_dict):
         dataset_dict = copy.deepcopy(dataset_dict)
         image = utils.read_image(dataset_dict["file_name"], format=self.image_format)
         utils.check_image_size(dataset_dict, image)
-        annos = [a for a in dataset_dict.pop("annotations", []) if a.get("iscrowd", 0) == 0]
+        annos = [a for a in dataset_dict.get("annotations", []) if a.get("iscrowd", 0) == 0]
         boxes = np.array([BoxMode.convert(a["bbox"], a["bbox_mode"], BoxMode.XYXY_ABS) for a in annos])
         aug_input = T.AugInput(image, boxes=boxes.reshape(-1, 4))
         transforms = self.augmentations(aug_input)
         image = aug_input.image
         dataset_dict["image"] = torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1)))
         if not self.is_train:
+            dataset_dict.pop("annotations", None)
             return dataset_dict
-        annos = [utils.transform_instance_annotations(a, transforms, image.shape[:2]) for a in annos]
-        instances = utils.annotations_to_instances(annos, image.shape[:2])
-        dataset_dict["instances"] = utils.filter_empty_instances(instances)
+        if "annotations" in dataset_dict:
+            self._transform_annotations(dataset_dict, transforms, image.shape[:2])
         return dataset_dict

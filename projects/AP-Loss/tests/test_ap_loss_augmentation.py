@@ -89,3 +89,31 @@ def test_mapper_gives_a_square_image_and_boxes_inside_it(tmp_path):
     assert out["image"].shape == (3, 60, 80)
     with pytest.raises(KeyError):
         out["annotations"]
+
+
+def test_mapper_drops_masks_and_keypoints_the_model_does_not_use(tmp_path, monkeypatch):
+    """COCO annotations carry polygons (and keypoints for people): a box model must not
+    transform them. Cropping polygons would need shapely; flipping keypoints, flip indices."""
+    from fvcore.transforms.transform import CropTransform
+
+    def no_polygons(self, polygons):
+        raise AssertionError("a box-only mapper transformed segmentation polygons")
+
+    monkeypatch.setattr(CropTransform, "apply_polygons", no_polygons)
+    path = str(tmp_path / "img.png")
+    Image.fromarray(np.zeros((120, 160, 3), dtype=np.uint8)).save(path)
+    cfg = get_cfg()
+    annos = [
+        {"bbox": [10, 20, 50, 40], "bbox_mode": BoxMode.XYWH_ABS, "category_id": 0, "iscrowd": 0,
+         "segmentation": [[10, 20, 60, 20, 60, 60, 10, 60]], "keypoints": [30.0, 30.0, 2.0] * 17},
+        {"bbox": [0, 0, 80, 60], "bbox_mode": BoxMode.XYWH_ABS, "category_id": 0, "iscrowd": 1,
+         "segmentation": {"counts": [0, 4800, 14400], "size": [120, 160]}},
+    ]
+    mapper = BoxAwareDatasetMapper(cfg, is_train=True,
+                                   augmentations=[CropTransform(5, 10, 100, 100), T.RandomFlip(prob=1.0)])
+    out = mapper({"file_name": path, "height": 120, "width": 160, "annotations": annos})
+    inst = out["instances"]
+    assert len(inst) == 1 and not inst.has("gt_masks") and not inst.has("gt_keypoints")
+    # The person's box [10, 20, 60, 60], cropped at (5, 10) and flipped in the 100 px crop.
+    torch.testing.assert_close(inst.gt_boxes.tensor, torch.tensor([[45.0, 10.0, 95.0, 50.0]]))
+    assert out["image"].shape == (3, 100, 100)

@@ -12,10 +12,13 @@ class PairedDatasetMapper(DatasetMapper):
     (``vis_bbox``, as CrowdHuman-style datasets are loaded) with the image, into
     ``instances.gt_vis_boxes`` (XYXY, treated as the full boxes are). Ignore regions
     (``iscrowd``) are left out of training, and so are people whose full or visible box is
-    empty after the transforms."""
+    empty after the transforms. Masks and keypoints are dropped, as detectron2's mapper drops
+    them for a model without those heads."""
 
     def _transform_annotations(self, dataset_dict, transforms, image_shape):
-        annos = [a for a in dataset_dict.pop("annotations") if a.get("iscrowd", 0) == 0]
+        unused = ("segmentation", "keypoints")
+        annos = [{k: v for k, v in a.items() if k not in unused}
+                 for a in dataset_dict.pop("annotations") if a.get("iscrowd", 0) == 0]
         missing = [a for a in annos if "vis_bbox" not in a]
         if missing:
             raise ValueError(

@@ -143,6 +143,18 @@ def test_mapper_flips_the_visible_box_with_the_image():
     assert inst.gt_vis_boxes.tensor.tolist() == [[49, 2, 59, 17]]
 
 
+def test_mapper_drops_masks_and_keypoints():
+    """A person with a polygon and keypoints: flipping keypoints would need flip indices."""
+    d = {"file_name": "x.png", "height": 40, "width": 60, "annotations": [
+        {"bbox": [1, 2, 10, 30], "vis_bbox": [1, 2, 10, 15], "bbox_mode": BoxMode.XYWH_ABS,
+         "category_id": 0, "iscrowd": 0, "segmentation": [[1, 2, 11, 2, 11, 32, 1, 32]],
+         "keypoints": [5.0, 5.0, 2.0] * 17},
+    ]}
+    inst = _mapper_call(d)["instances"]
+    assert inst.gt_boxes.tensor.tolist() == [[49, 2, 59, 32]]
+    assert not inst.has("gt_masks") and not inst.has("gt_keypoints")
+
+
 def test_mapper_without_visible_boxes_fails_clearly():
     d = {"file_name": "x.png", "height": 40, "width": 60, "annotations": [
         {"bbox": [1, 2, 10, 30], "bbox_mode": BoxMode.XYWH_ABS, "category_id": 0}]}
