@@ -162,3 +162,51 @@ def test_failed_build_falls_back_to_the_reference_with_one_warning(monkeypatch):
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no second warning
         module.border_align(feat, boxes, 10)
+
+
+def test_cuda_inputs_without_the_cuda_kernel_take_the_reference(monkeypatch):
+    """A GPU machine without nvcc builds the C++ op only: CUDA tensors must not reach it."""
+    module = importlib.import_module("borderdet.layers.border_align")
+    monkeypatch.setattr(module, "_ext_has_cuda", False)
+    monkeypatch.setattr(module, "_warned_no_cuda", False)
+    assert module._compiled_for(torch.device("cpu"))
+    with pytest.warns(UserWarning, match="without its CUDA kernel"):
+        assert not module._compiled_for(torch.device("cuda"))
+    monkeypatch.setattr(module, "_ext_has_cuda", True)
+    assert module._compiled_for(torch.device("cuda"))
+
+
+# --- on a GPU (make gpu-check): the CUDA kernel against the reference ---------------------
+def _cuda_kernel():
+    module = importlib.import_module("borderdet.layers.border_align")
+    if module.load_extension() is None or not module._ext_has_cuda:
+        pytest.fail("the CUDA kernel did not build on this GPU machine (is nvcc / CUDA_HOME set?)")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("case", CASES, ids=list(CASES))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_cuda_kernel_matches_reference_forward_and_backward(case, dtype):
+    _cuda_kernel()
+    n, c, h, w, spread = CASES[case]
+    feat, boxes = _random_case(n, c, h, w, dtype, seed=len(case), spread=spread)
+    feat, boxes = feat.cuda(), boxes.cuda()
+    feat_ref = feat.clone().requires_grad_()
+    feat_ext = feat.clone().requires_grad_()
+    ref = border_align_reference(feat_ref, boxes, 10)
+    ext = border_align(feat_ext, boxes, 10)
+    torch.testing.assert_close(ext, ref)
+    grad_out = torch.randn_like(ref)
+    ref.backward(grad_out)
+    ext.backward(grad_out)
+    torch.testing.assert_close(feat_ext.grad, feat_ref.grad)
+    # and the CUDA kernel equals the C++ one on the same data
+    torch.testing.assert_close(ext.cpu(), border_align(feat.cpu(), boxes.cpu(), 10))
+
+
+@pytest.mark.gpu
+def test_cuda_kernel_gradcheck():
+    _cuda_kernel()
+    feat, boxes = _random_case(1, 2, 4, 5, torch.float64, seed=7)
+    feat, boxes = feat.cuda().requires_grad_(), boxes.cuda()
+    assert torch.autograd.gradcheck(lambda f: border_align(f, boxes, 3), (feat,))

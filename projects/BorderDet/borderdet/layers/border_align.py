@@ -32,7 +32,9 @@ __all__ = ["border_align", "border_align_reference", "load_extension"]
 
 _CSRC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "csrc")
 _ext = None
+_ext_has_cuda = False
 _tried = False
+_warned_no_cuda = False
 
 
 def _sample(plane, x, y):
@@ -87,8 +89,9 @@ def border_align_reference(input, boxes, pool_size=10):
 
 def load_extension(verbose=False):
     """The compiled op (``torch.utils.cpp_extension.load``; cached after the first build), or
-    None with a one-time warning when it cannot be built. ``BORDERDET_NO_EXT=1`` skips it."""
-    global _ext, _tried
+    None with a one-time warning when it cannot be built. ``BORDERDET_NO_EXT=1`` skips it.
+    The CUDA kernel is built with it where a GPU and the CUDA toolkit (nvcc) are present."""
+    global _ext, _ext_has_cuda, _tried
     if _tried:
         return _ext
     _tried = True
@@ -98,7 +101,8 @@ def load_extension(verbose=False):
 
     sources = [os.path.join(_CSRC, "vision.cpp")] + glob.glob(os.path.join(_CSRC, "*", "*_cpu.cpp"))
     flags = ["-O3"]
-    if torch.cuda.is_available() and CUDA_HOME is not None:
+    with_cuda = torch.cuda.is_available() and CUDA_HOME is not None
+    if with_cuda:
         sources += glob.glob(os.path.join(_CSRC, "*", "*_cuda.cu"))
         flags.append("-DWITH_CUDA")
     # The name carries a hash of every csrc file: cpp_extension re-checks only the listed
@@ -110,6 +114,7 @@ def load_extension(verbose=False):
         _ext = load(name=f"borderdet_ext_{digest.hexdigest()[:10]}",
                     sources=sources, extra_cflags=flags, extra_cuda_cflags=flags[1:],
                     verbose=verbose)
+        _ext_has_cuda = with_cuda
     except Exception as e:  # noqa: BLE001 - any build failure means: use the reference
         warnings.warn(f"BorderAlign: the compiled op could not be built ({type(e).__name__}: "
                       f"{str(e).splitlines()[0] if str(e) else ''}); using the slower pure-PyTorch "
@@ -133,8 +138,24 @@ class _BorderAlign(Function):
         return grad, None, None
 
 
-def border_align(input, boxes, pool_size=10):
-    """BorderAlign with the compiled op where it builds, else the reference (same values)."""
+def _compiled_for(device):
+    """Whether the compiled op runs on ``device``: a GPU without the CUDA toolkit builds the
+    C++ op alone, and CUDA tensors then take the reference (with one warning)."""
+    global _warned_no_cuda
     if load_extension() is None:
+        return False
+    if device.type == "cuda" and not _ext_has_cuda:
+        if not _warned_no_cuda:
+            _warned_no_cuda = True
+            warnings.warn("BorderAlign: the compiled op was built without its CUDA kernel (no nvcc / "
+                          "CUDA_HOME); CUDA inputs use the slower pure-PyTorch reference", stacklevel=3)
+        return False
+    return True
+
+
+def border_align(input, boxes, pool_size=10):
+    """BorderAlign with the compiled op where it is built for the input's device, else the
+    reference (same values)."""
+    if not _compiled_for(input.device):
         return border_align_reference(input, boxes, pool_size)
     return _BorderAlign.apply(input.contiguous(), boxes.detach().to(input.dtype).contiguous(), pool_size)
