@@ -120,3 +120,67 @@ def test_cli_errors_print_one_line_not_a_traceback(tmp_path):
     # A malformed dataset argument (two values instead of three) is argparse's usage error.
     r = run_module("common.train_net", "--config-file", CONFIG, "--register-coco", "a", "b.json")
     assert r.returncode == 2 and "--register-coco: expected 3 arguments" in r.stderr
+
+
+def _json(path, data):
+    with open(path, "w") as f:
+        json.dump(data, f)
+    return str(path)
+
+
+def test_coco_categories_are_read_from_the_end_of_a_big_json(tmp_path, monkeypatch):
+    from common.data.datasets import coco_categories
+
+    cats = [{"id": 7, "name": "b"}, {"id": 3, "name": "a"}]
+    images = [{"id": i, "file_name": f"{i:012d}.jpg", "height": 480, "width": 640} for i in range(40000)]
+    path = _json(tmp_path / "big.json", {"images": images, "annotations": [], "categories": cats})
+    assert os.path.getsize(path) > 2 << 20  # larger than the tail that is read
+
+    def no_full_parse(*a, **k):
+        raise AssertionError("parsed the whole file")
+
+    monkeypatch.setattr(json, "load", no_full_parse)
+    assert coco_categories(path) == [{"id": 3, "name": "a"}, {"id": 7, "name": "b"}]
+
+
+def test_coco_categories_of_other_layouts_are_parsed_whole(tmp_path):
+    from common.data.datasets import coco_categories
+
+    real = [{"id": 1, "name": "a"}]
+    fake = [{"id": 9, "name": "not a category"}]
+    # categories first, and a nested "categories" key last: the nested one is not taken
+    path = _json(tmp_path / "a.json",
+                 {"categories": real, "images": [], "annotations": [{"categories": fake}]})
+    assert coco_categories(path) == real
+    with pytest.raises(DatasetError, match="not a COCO json with 'categories'"):
+        coco_categories(_json(tmp_path / "b.json", {"images": []}))
+    with pytest.raises(DatasetError, match="must be a list of"):
+        coco_categories(_json(tmp_path / "c.json", {"categories": [{"name": "no id"}]}))
+
+
+def test_builtin_coco_json_with_other_categories_is_one_line(tmp_path):
+    """detectron2's coco_2017_* metadata is fixed: a json with other categories under that name
+    failed deep inside loading; now setup says so in one line."""
+    from common.data.stand_in import write_coco_tree
+
+    write_coco_tree(str(tmp_path))
+    path = tmp_path / "coco" / "annotations" / "instances_val2017.json"
+    data = json.loads(path.read_text())
+    data["categories"][3]["name"] = "moped"
+    path.write_text(json.dumps(data))
+    r = run_module("common.train_net", "--config-file", CONFIG, "--eval-only",
+                   "DATASETS.TEST", "('coco_2017_val',)", "OUTPUT_DIR", str(tmp_path / "out"),
+                   env={"DETECTRON2_DATASETS": str(tmp_path)})
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: dataset 'coco_2017_val': the 80 categories of ")
+    assert "(4, 'moped') instead of (4, 'motorcycle')" in last
+
+
+def test_eval_only_needs_only_the_test_datasets(tmp_path):
+    """The PBM README's eval-only command registers only crowdhuman_val."""
+    argv = ["--config-file", CONFIG, "DATASETS.TRAIN", "('crowdhuman_train',)", "OUTPUT_DIR", str(tmp_path)]
+    cfg = setup(_args("--eval-only", *argv))
+    assert cfg.DATASETS.TRAIN == ("crowdhuman_train",)
+    with pytest.raises(SystemExit, match="dataset 'crowdhuman_train' is not registered"):
+        setup(_args(*argv))

@@ -8,6 +8,7 @@ no code edits; the class count comes from the dataset's metadata.
 
 import json
 import os
+import re
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import load_coco_json
@@ -34,16 +35,63 @@ def register_coco(name, json_file, image_root, *, check=True):
     meta = MetadataCatalog.get(name)
     meta.set(json_file=json_file, image_root=image_root, evaluator_type="coco")
     if check:
-        meta.set(thing_classes=_coco_classes(json_file))
+        meta.set(thing_classes=[c["name"] for c in coco_categories(json_file)])
 
 
-def _coco_classes(json_file):
-    with open(json_file) as f:
-        try:
-            cats = json.load(f)["categories"]
-        except (json.JSONDecodeError, KeyError) as e:
-            raise DatasetError(f"{json_file} is not a COCO json with 'categories': {e}") from None
-    return [c["name"] for c in sorted(cats, key=lambda c: c["id"])]
+def coco_categories(json_file):
+    """The ``categories`` of a COCO json, sorted by id, as ``load_coco_json`` orders them.
+
+    Read from the file's end where they are its last key, as in COCO's own files (fast on a
+    500 MB json); any other layout is parsed whole.
+    """
+    cats = _last_key_categories(json_file)
+    if cats is None:
+        with open(json_file) as f:
+            try:
+                cats = json.load(f)["categories"]
+            except (json.JSONDecodeError, KeyError, TypeError) as e:
+                raise DatasetError(f"{json_file} is not a COCO json with 'categories': {e}") from None
+    if not isinstance(cats, list) or not all(isinstance(c, dict) and {"id", "name"} <= set(c) for c in cats):
+        raise DatasetError(f"{json_file}: 'categories' must be a list of {{'id': ..., 'name': ...}}")
+    return sorted(cats, key=lambda c: c["id"])
+
+
+def _last_key_categories(json_file, tail_bytes=1 << 20):
+    """``"categories": [...]`` followed by nothing but the closing brace is the top-level key
+    (inside a string the quotes would be escaped); None if the file does not end so."""
+    with open(json_file, "rb") as f:
+        f.seek(max(0, os.path.getsize(json_file) - tail_bytes))
+        tail = f.read().decode("utf-8", errors="replace")
+    key = tail.rfind('"categories"')
+    colon = re.compile(r"\s*:\s*").match(tail, key + len('"categories"')) if key >= 0 else None
+    if colon is None:
+        return None
+    try:
+        cats, end = json.JSONDecoder().raw_decode(tail, colon.end())
+    except json.JSONDecodeError:
+        return None
+    return cats if tail[end:].strip() == "}" else None
+
+
+def _check_categories(name, meta):
+    """A json read under a name whose metadata is fixed (detectron2's builtin COCO datasets)
+    must have that metadata's categories; detectron2 would fail deep inside loading it."""
+    known = meta.as_dict()
+    if "json_file" not in known or "thing_classes" not in known:
+        return
+    cats = coco_categories(meta.json_file)
+    found = [(c["id"], c["name"]) for c in cats]
+    id_map = known.get("thing_dataset_id_to_contiguous_id")
+    ids = sorted(id_map) if id_map else [i for i, _ in found]
+    expected = list(zip(ids, meta.thing_classes))
+    if found == expected:
+        return
+    first = next((f"{a} instead of {b}" for a, b in zip(found, expected) if a != b), "")
+    raise DatasetError(
+        f"dataset '{name}': the {len(found)} categories of {meta.json_file} are not the "
+        f"{len(expected)} of its metadata (id, name: {first or 'a different count'}); "
+        "register your json under a name of your own with --register-coco NAME JSON IMAGE_DIR"
+    )
 
 
 def load_crowdhuman_odgt(odgt_file, image_root, image_ext=None):
@@ -188,3 +236,4 @@ def prepare(name):
                 f"dataset '{name}': {key} {path} not found (builtin datasets live under "
                 "$DETECTRON2_DATASETS, default ./datasets)"
             )
+    _check_categories(name, meta)

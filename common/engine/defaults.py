@@ -118,11 +118,13 @@ def setup(args, *add_config_fns):
         cfg.OUTPUT_DIR = os.path.join("output", os.path.splitext(os.path.basename(args.config_file))[0])
     # One process per machine generates the toy data, the others then only check. A process
     # that fails still reaches the barrier, so the others do not wait for it until the timeout.
+    # --eval-only reads only the test sets (the training set need not be registered).
+    datasets = ([] if args.eval_only else list(cfg.DATASETS.TRAIN)) + list(cfg.DATASETS.TEST)
     error = None
     for rank_turn in (True, False):
         if rank_turn == (comm.get_local_rank() == 0):
             try:
-                for name in list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST):
+                for name in datasets:
                     prepare(name)
             except DatasetError as e:
                 error = e
