@@ -71,6 +71,14 @@ def trainer_class(path):
     return _TRAINERS[project]
 
 
+def config_files(include_base=False):
+    """Every config file the repo ships (the baselines' and every project's, COCO / CrowdHuman
+    and toy), sorted; ``Base-*`` files, which are only inherited, if ``include_base``."""
+    paths = glob.glob(os.path.join(REPO, "common", "configs", "**", "*.yaml"), recursive=True)
+    paths += glob.glob(os.path.join(REPO, "projects", "*", "configs", "**", "*.yaml"), recursive=True)
+    return sorted(p for p in paths if include_base or not os.path.basename(p).startswith("Base-"))
+
+
 def project_toy_configs():
     return sorted(glob.glob(os.path.join(REPO, "projects", "*", "configs", "toy", "*.yaml")))
 

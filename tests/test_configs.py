@@ -1,18 +1,14 @@
 """Every config in the repo parses with yaml.safe_load, loads, and builds a model."""
 
-import glob
 import os
 
 import pytest
 import yaml
 from detectron2.modeling import build_model
 
-from common.projects import REPO, load_config
+from common.projects import REPO, config_files, load_config
 
-CONFIGS = sorted(
-    glob.glob(os.path.join(REPO, "common/configs/**/*.yaml"), recursive=True)
-    + glob.glob(os.path.join(REPO, "projects/*/configs/**/*.yaml"), recursive=True)
-)
+CONFIGS = config_files(include_base=True)
 
 
 def test_there_are_configs():
@@ -25,8 +21,7 @@ def test_config_is_safe_yaml(path):
         yaml.safe_load(f)  # v0.6 falls back to unsafe_load; ours must never need it
 
 
-@pytest.mark.parametrize("path", [p for p in CONFIGS if not os.path.basename(p).startswith("Base-")],
-                         ids=lambda p: os.path.relpath(p, REPO))
+@pytest.mark.parametrize("path", config_files(), ids=lambda p: os.path.relpath(p, REPO))
 def test_config_loads_and_builds(path):
     cfg = load_config(path, ["MODEL.DEVICE", "cpu"])
     model = build_model(cfg)

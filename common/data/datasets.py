@@ -224,8 +224,8 @@ def prepare(name):
             "toy_crowd_{train,val}; register your own with --register-coco NAME JSON IMAGE_DIR "
             "or --register-crowdhuman NAME ODGT IMAGE_DIR"
         )
-    if name.startswith(("toy_shapes_", "toy_crowd_")):
-        dataset, split = name.rsplit("_", 1)
+    dataset, _, split = name.rpartition("_")
+    if dataset in ("toy_shapes", "toy_crowd") and split in ("train", "val"):
         toy.generate(dataset, split)
         return
     meta = MetadataCatalog.get(name)
