@@ -18,7 +18,6 @@ from common.testing import (
     assert_split_invariant,
     check_eval_output,
     make_instances,
-    smoke_train_and_eval,
     split_losses_and_grads,
 )
 
@@ -185,11 +184,3 @@ def test_batch_scope_ranks_each_process_alone(tmp_path):
 
 def test_eval_mode_returns_instances_inside_the_image():
     check_eval_output(toy_model(6, "MODEL.RETINANET.SCORE_THRESH_TEST", "0.0"), num_classes=6)
-
-
-@pytest.mark.slow
-def test_smoke_train_and_eval_through_train_net(tmp_path):
-    # With the official SSD-style augmentation (the COCO configs' loader) at 128 px squared.
-    smoke_train_and_eval(os.path.join(PROJECT, "train_net.py"), "configs/toy/ap_loss_R-18-FPN_toy.yaml",
-                         tmp_path, "MODEL.RETINANET.SCORE_THRESH_TEST", "0.0",
-                         "MODEL.AP_LOSS.SSD_AUGMENTATION", "True")

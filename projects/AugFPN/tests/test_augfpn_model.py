@@ -13,7 +13,7 @@ from detectron2.utils.events import EventStorage
 from torchvision.ops import roi_align
 
 from common.projects import load_config
-from common.testing import check_eval_output, make_instances, smoke_train_and_eval
+from common.testing import check_eval_output, make_instances
 
 PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOY = os.path.join(PROJECT, "configs", "toy")
@@ -118,12 +118,3 @@ def test_size_of_the_coco_model():
     srs = (1024 * 256 + 256) + (256 * 4 * 9 + 4)
     cs = (256 * 49 * 1024 + 1024) + (1024 * 1024 + 1024) + (1024 * 81 + 81) + (1024 * 320 + 320)
     assert aug - faster == rfa + srs + cs
-
-
-@pytest.mark.slow
-def test_smoke_train_and_eval_through_train_net(tmp_path):
-    # Soft RoI selection pools every test proposal from all 4 levels: 100 proposals per image
-    # (not 1000) keep the 300-image evaluation within the smoke budget.
-    smoke_train_and_eval(os.path.join(PROJECT, "train_net.py"), "configs/toy/augfpn_R-18-FPN_toy.yaml",
-                         tmp_path, "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0",
-                         "MODEL.RPN.POST_NMS_TOPK_TEST", "100")

@@ -12,7 +12,7 @@ from detectron2.structures import Boxes
 from detectron2.utils.events import EventStorage
 
 from common.projects import load_config
-from common.testing import assert_split_invariant, check_eval_output, make_instances, smoke_train_and_eval
+from common.testing import assert_split_invariant, check_eval_output, make_instances
 
 PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOY = os.path.join(PROJECT, "configs", "toy", "autoassign_R-18-FPN_toy.yaml")
@@ -241,12 +241,3 @@ def test_eval_mode_scores_are_the_product_of_the_two_sigmoids():
 
 def test_eval_mode_returns_instances_inside_the_image():
     check_eval_output(toy_model(6, "MODEL.AUTOASSIGN.SCORE_THRESH_TEST", "0.0"), num_classes=6)
-
-
-# ---- smoke -------------------------------------------------------------------------------------
-
-@pytest.mark.slow
-def test_smoke_train_and_eval_through_train_net(tmp_path):
-    # After 3 iterations nothing passes the usual score threshold: evaluate every box.
-    smoke_train_and_eval(os.path.join(PROJECT, "train_net.py"), "configs/toy/autoassign_R-18-FPN_toy.yaml",
-                         tmp_path, "MODEL.AUTOASSIGN.SCORE_THRESH_TEST", "0.0")

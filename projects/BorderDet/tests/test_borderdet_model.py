@@ -11,7 +11,7 @@ from detectron2.modeling import build_model
 from detectron2.utils.events import EventStorage
 
 from common.projects import load_config
-from common.testing import assert_split_invariant, check_eval_output, make_instances, smoke_train_and_eval
+from common.testing import assert_split_invariant, check_eval_output, make_instances
 
 PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOY = os.path.join(PROJECT, "configs", "toy", "borderdet_R-18-FPN_toy.yaml")
@@ -132,14 +132,6 @@ def test_border_loss_normalisers_do_not_depend_on_the_split(tmp_path):
 
 def test_eval_mode_returns_instances_inside_the_image():
     check_eval_output(toy_model(6, "MODEL.BORDERDET.SCORE_THRESH_TEST", "0.0"), num_classes=6)
-
-
-@pytest.mark.slow
-def test_smoke_train_and_eval_through_train_net(tmp_path):
-    # After 3 iterations nothing passes the usual score threshold: evaluate every box.
-    smoke_train_and_eval(os.path.join(PROJECT, "train_net.py"),
-                         "configs/toy/borderdet_R-18-FPN_toy.yaml", tmp_path,
-                         "MODEL.BORDERDET.SCORE_THRESH_TEST", "0.0")
 
 
 def test_instance_norm_matches_torch_and_takes_1x1_maps():

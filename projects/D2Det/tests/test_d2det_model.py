@@ -12,7 +12,7 @@ from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
 
 from common.projects import load_config
-from common.testing import check_eval_output, make_instances, smoke_train_and_eval
+from common.testing import check_eval_output, make_instances
 
 PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOY = os.path.join(PROJECT, "configs", "toy", "d2det_R-18-FPN_toy.yaml")
@@ -105,14 +105,3 @@ def test_size_of_the_coco_model():
     no_box_deltas = 1024 * 320 + 320                  # Faster R-CNN's class-wise deltas
     assert d2det - faster == offset_fcs + awp + convs + outputs - no_box_deltas
     assert d2det == 67_736_775  # README: 67.74 M (Faster R-CNN: 41.70 M)
-
-
-@pytest.mark.slow
-def test_smoke_train_and_eval_through_train_net(tmp_path):
-    # Discriminative pooling of every test proposal and an untrained classifier that passes
-    # them all to the dense regression make D2Det's inference heavy on a CPU: 100 proposals
-    # (not 1000) and 20 boxes (not 125) per image keep the 300-image evaluation within the
-    # smoke budget.
-    smoke_train_and_eval(os.path.join(PROJECT, "train_net.py"), "configs/toy/d2det_R-18-FPN_toy.yaml",
-                         tmp_path, "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0",
-                         "MODEL.RPN.POST_NMS_TOPK_TEST", "100", "MODEL.D2DET.PRE_REFINE_TOPK_TEST", "20")

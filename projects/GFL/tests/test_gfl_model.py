@@ -11,7 +11,7 @@ from detectron2.structures import Boxes
 from detectron2.utils.events import EventStorage
 
 from common.projects import load_config
-from common.testing import assert_split_invariant, check_eval_output, make_instances, smoke_train_and_eval
+from common.testing import assert_split_invariant, check_eval_output, make_instances
 
 PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOY = os.path.join(PROJECT, "configs", "toy", "gfl_R-18-FPN_toy.yaml")
@@ -166,12 +166,3 @@ def test_inference_decodes_thresholds_and_runs_class_wise_nms():
 
 def test_eval_mode_returns_instances_inside_the_image():
     check_eval_output(toy_model(6, "MODEL.GFL.SCORE_THRESH_TEST", "0.0"), num_classes=6)
-
-
-# ---- smoke -------------------------------------------------------------------------------------
-
-@pytest.mark.slow
-def test_smoke_train_and_eval_through_train_net(tmp_path):
-    # After 3 iterations nothing passes the usual score threshold: evaluate every box.
-    smoke_train_and_eval(os.path.join(PROJECT, "train_net.py"), "configs/toy/gfl_R-18-FPN_toy.yaml", tmp_path,
-                         "MODEL.GFL.SCORE_THRESH_TEST", "0.0")

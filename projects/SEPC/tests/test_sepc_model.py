@@ -9,7 +9,7 @@ from detectron2.modeling import build_model
 from detectron2.utils.events import EventStorage
 
 from common.projects import load_config
-from common.testing import check_eval_output, make_instances, smoke_train_and_eval
+from common.testing import check_eval_output, make_instances
 
 PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOY = os.path.join(PROJECT, "configs", "toy")
@@ -99,9 +99,3 @@ def test_images_without_objects():
 
 def test_eval_mode_returns_instances_inside_the_image():
     check_eval_output(toy_model("sepc", "MODEL.RETINANET.SCORE_THRESH_TEST", "0.0"), num_classes=6)
-
-
-@pytest.mark.slow
-def test_smoke_train_and_eval_through_train_net(tmp_path):
-    smoke_train_and_eval(os.path.join(PROJECT, "train_net.py"), "configs/toy/sepc-lite_R-18-FPN_toy.yaml",
-                         tmp_path, "MODEL.RETINANET.SCORE_THRESH_TEST", "0.0")
