@@ -5,7 +5,7 @@ STAMP  := $(VENV)/.install-stamp
 # Number of pytest workers is 1: the machine has 2 cores and torch already uses both.
 PYTEST ?= $(PY) -m pytest
 
-.PHONY: install demo test lint bench toy clean
+.PHONY: install demo test gpu-check lint bench toy clean
 
 install: $(STAMP)
 
@@ -19,6 +19,11 @@ demo: install
 
 test: install
 	$(PYTEST) -q
+
+# On a CUDA machine: CUDA kernels vs their references, every config on CUDA, NCCL on 2 GPUs.
+# Prints one line and exits 0 where no GPU is visible.
+gpu-check: install
+	$(PY) -m common.gpu_check
 
 lint: install
 	$(PY) -m ruff check .
