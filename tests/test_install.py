@@ -72,3 +72,28 @@ def test_model_zoo_configs_are_packaged():
     from detectron2 import model_zoo
 
     assert os.path.isfile(model_zoo.get_config_file("COCO-Detection/retinanet_R_50_FPN_1x.yaml"))
+
+
+def test_class_histogram_prints_on_todays_numpy():
+    """detectron2 prints the instances per category of every training set; on numpy >= 1.24
+    its np.int raised inside a try that hid it."""
+    import logging
+
+    from detectron2.data.build import print_instances_class_histogram
+
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logger = logging.getLogger("detectron2.data.build")
+    logger.addHandler(handler)
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    try:
+        dicts = [{"annotations": [{"category_id": 0}, {"category_id": 1, "iscrowd": 1}, {"category_id": 1}]}]
+        print_instances_class_histogram(dicts, ["cat", "dog"])
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    (message,) = [r.getMessage() for r in records]
+    assert "Distribution of instances among all 2 categories" in message
+    assert "|    cat     | 1            |    dog     | 1            |" in message
