@@ -96,6 +96,8 @@ def test_crowdhuman_images_are_found_by_extension(tmp_path):
         (["SOLVER.MAX_ITER", "abc"], "bad config"),
         (["SOLVER.CLIP_GRADIENTS.CLIP_TYPE", "global"], "CLIP_TYPE must be one of value, norm, full_model"),
         (["--eval-only", "MODEL.WEIGHTS", "/no/such/model.pth"], "checkpoint not found: /no/such/model.pth"),
+        # a node without internet access (.invalid never resolves)
+        (["MODEL.WEIGHTS", "https://weights.invalid/R-50.pkl"], "could not be downloaded"),
     ],
 )
 def test_bad_input_gives_one_line_error(tmp_path, argv, message):

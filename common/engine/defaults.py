@@ -22,6 +22,7 @@ from detectron2.solver.build import (
     maybe_add_gradient_clipping,
 )
 from detectron2.utils import comm
+from detectron2.utils.file_io import Detectron2Handler, PathManager
 from detectron2.utils.logger import setup_logger
 from torch.nn.parallel import DistributedDataParallel
 
@@ -144,12 +145,23 @@ def setup(args, *add_config_fns):
 
 
 def _check_weights(cfg, args):
+    """The checkpoint to start from exists; a URL (``detectron2://ImageNetPretrained/...``) is
+    downloaded into the cache now (once; iopath locks the file), so that a node without
+    internet access fails here in one line, not in the checkpointer."""
     weights = cfg.MODEL.WEIGHTS
-    if not weights or "://" in weights:
-        return
     resuming = args.resume and os.path.exists(os.path.join(cfg.OUTPUT_DIR, "last_checkpoint"))
-    if not resuming and not os.path.isfile(weights):
-        _fail(f"MODEL.WEIGHTS checkpoint not found: {weights}")
+    if not weights or resuming:
+        return
+    if "://" not in weights:
+        if not os.path.isfile(weights):
+            _fail(f"MODEL.WEIGHTS checkpoint not found: {weights}")
+        return
+    try:
+        PathManager.get_local_path(weights)
+    except OSError as e:  # URLError, HTTPError and socket errors are OSErrors
+        url = weights.replace(Detectron2Handler.PREFIX, Detectron2Handler.S3_DETECTRON2_PREFIX)
+        _fail(f"MODEL.WEIGHTS {weights} could not be downloaded ({e}); without internet access, "
+              f"download {url} on another machine and set MODEL.WEIGHTS to that file")
 
 
 class Trainer(DefaultTrainer):
