@@ -95,10 +95,19 @@ CASES = {
 @pytest.mark.parametrize("case", CASES, ids=list(CASES))
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_compiled_matches_reference_forward_and_backward(case, dtype):
-    n, c, h, w, spread = CASES[case]
-    feat, boxes = _random_case(n, c, h, w, dtype, seed=len(case), spread=spread)
-    if case == "boxes far outside":
+    _assert_compiled_matches_reference(*_case(case, dtype))
+
+
+def _case(name, dtype):
+    n, c, h, w, spread = CASES[name]
+    feat, boxes = _random_case(n, c, h, w, dtype, seed=len(name), spread=spread)
+    if name == "boxes far outside":
         boxes = boxes + torch.tensor([-20.0, 7.0, -20.0, 7.0], dtype=dtype)
+    return feat, boxes
+
+
+def _assert_compiled_matches_reference(feat, boxes):
+    """Forward and backward of ``border_align`` equal the reference's; returns the output."""
     feat_ref = feat.clone().requires_grad_()
     feat_ext = feat.clone().requires_grad_()
     ref = border_align_reference(feat_ref, boxes, 10)
@@ -108,6 +117,7 @@ def test_compiled_matches_reference_forward_and_backward(case, dtype):
     ref.backward(grad_out)
     ext.backward(grad_out)
     torch.testing.assert_close(feat_ext.grad, feat_ref.grad)
+    return ext.detach()
 
 
 def test_boxes_on_the_map_border():
@@ -188,20 +198,9 @@ def _cuda_kernel():
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_cuda_kernel_matches_reference_forward_and_backward(case, dtype):
     _cuda_kernel()
-    n, c, h, w, spread = CASES[case]
-    feat, boxes = _random_case(n, c, h, w, dtype, seed=len(case), spread=spread)
-    feat, boxes = feat.cuda(), boxes.cuda()
-    feat_ref = feat.clone().requires_grad_()
-    feat_ext = feat.clone().requires_grad_()
-    ref = border_align_reference(feat_ref, boxes, 10)
-    ext = border_align(feat_ext, boxes, 10)
-    torch.testing.assert_close(ext, ref)
-    grad_out = torch.randn_like(ref)
-    ref.backward(grad_out)
-    ext.backward(grad_out)
-    torch.testing.assert_close(feat_ext.grad, feat_ref.grad)
-    # and the CUDA kernel equals the C++ one on the same data
-    torch.testing.assert_close(ext.cpu(), border_align(feat.cpu(), boxes.cpu(), 10))
+    feat, boxes = _case(case, dtype)
+    out = _assert_compiled_matches_reference(feat.cuda(), boxes.cuda())
+    torch.testing.assert_close(out.cpu(), border_align(feat, boxes, 10))  # and the C++ op
 
 
 @pytest.mark.gpu
