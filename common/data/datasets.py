@@ -74,16 +74,14 @@ def _last_key_categories(json_file, tail_bytes=1 << 20):
 
 
 def _check_categories(name, meta):
-    """A json read under a name whose metadata is fixed (detectron2's builtin COCO datasets)
-    must have that metadata's categories; detectron2 would fail deep inside loading it."""
+    """A json read under a name whose metadata is fixed (detectron2's builtin COCO datasets:
+    classes and category ids) must have that metadata's categories; detectron2 would fail deep
+    inside loading it."""
     known = meta.as_dict()
-    if "json_file" not in known or "thing_classes" not in known:
+    if not {"json_file", "thing_classes", "thing_dataset_id_to_contiguous_id"} <= known.keys():
         return
-    cats = coco_categories(meta.json_file)
-    found = [(c["id"], c["name"]) for c in cats]
-    id_map = known.get("thing_dataset_id_to_contiguous_id")
-    ids = sorted(id_map) if id_map else [i for i, _ in found]
-    expected = list(zip(ids, meta.thing_classes))
+    found = [(c["id"], c["name"]) for c in coco_categories(meta.json_file)]
+    expected = list(zip(sorted(meta.thing_dataset_id_to_contiguous_id), meta.thing_classes))
     if found == expected:
         return
     first = next((f"{a} instead of {b}" for a, b in zip(found, expected) if a != b), "")

@@ -112,6 +112,11 @@ def setup(args, *add_config_fns):
         fn(cfg)
     _merge(cfg, args)
 
+    if cfg.SOLVER.OPTIMIZER.upper() not in ("SGD", "ADAMW"):
+        _fail(f"SOLVER.OPTIMIZER must be SGD or ADAMW, not {cfg.SOLVER.OPTIMIZER}")
+    if cfg.SOLVER.CLIP_GRADIENTS.CLIP_TYPE not in CLIP_TYPES:
+        _fail(f"SOLVER.CLIP_GRADIENTS.CLIP_TYPE must be one of {', '.join(CLIP_TYPES)}, "
+              f"not {cfg.SOLVER.CLIP_GRADIENTS.CLIP_TYPE}")
     if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
         cfg.MODEL.DEVICE = "cpu"
     if cfg.OUTPUT_DIR == "./output" and args.config_file:
@@ -134,11 +139,6 @@ def setup(args, *add_config_fns):
         _fail(error)
     set_num_classes(cfg)
     _check_weights(cfg, args)
-    if cfg.SOLVER.OPTIMIZER.upper() not in ("SGD", "ADAMW"):
-        _fail(f"SOLVER.OPTIMIZER must be SGD or ADAMW, not {cfg.SOLVER.OPTIMIZER}")
-    if cfg.SOLVER.CLIP_GRADIENTS.CLIP_TYPE not in CLIP_TYPES:
-        _fail(f"SOLVER.CLIP_GRADIENTS.CLIP_TYPE must be one of {', '.join(CLIP_TYPES)}, "
-              f"not {cfg.SOLVER.CLIP_GRADIENTS.CLIP_TYPE}")
     cfg.freeze()
     default_setup(cfg, args)
     return cfg
