@@ -191,7 +191,7 @@ def test_size_of_the_coco_model():
         return sum(p.numel() for p in build_model(cfg).parameters())
 
     internet, l2, faster = (size(f"{n}_R-50-FPN_1x_coco.yaml")
-                            for n in ("internet", "internet-l2", "faster_rcnn"))
+                            for n in ("internet", "internet-l2", "internet-baseline"))
     conv_bn = lambda cin, cout, k: cin * cout * k * k + cout + 2 * cout  # noqa: E731  (conv + bias, BN)
     makeup = conv_bn(256, 256, 3)
     critic = conv_bn(256, 512, 3) + conv_bn(512, 1024, 7) + conv_bn(1024, 1024, 1)
