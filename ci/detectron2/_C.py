@@ -3,7 +3,8 @@
 This install of detectron2 v0.6 has its Python sources only (no C++/CUDA build), so
 ``import detectron2.layers`` and everything built on it works, but none of the compiled
 ops does. Calling one raises an error that names the op and what to use instead.
-Build detectron2 from source to get the real extension; ``make install`` keeps it.
+The same install serves GPU machines: torchvision's CUDA ops replace nms, roi_align and
+deform_conv2d; no project uses the rotated-box ops, which only a source build provides.
 """
 
 _USE_INSTEAD = {

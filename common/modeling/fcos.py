@@ -3,18 +3,17 @@
 v0.6 ships FCOS only for LazyConfig (``common/models/fcos.py`` in its model zoo); the engine
 here uses yacs configs, so this adds ``MODEL.FCOS.*`` with the values of that LazyConfig and a
 registered ``FCOS`` meta-architecture that reads them. The model code is detectron2's, except
-that an image without objects no longer crashes its anchor labelling.
+that an image without objects no longer crashes its anchor labelling and that its head can
+use GroupNorm (both fixed upstream after v0.6; ``vendored.py``).
 """
 
-import torch
 from detectron2.config import CfgNode as CN
 from detectron2.config import configurable
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import BACKBONE_REGISTRY, META_ARCH_REGISTRY, build_backbone
-from detectron2.modeling.backbone.fpn import FPN, LastLevelP6P7
-from detectron2.modeling.backbone.resnet import build_resnet_backbone
 from detectron2.modeling.meta_arch import fcos
-from detectron2.structures import Boxes
+
+from .vendored import add_group_norm, fcos_label_anchors, resnet_fpn_p6p7
 
 __all__ = ["add_fcos_config", "FCOS", "build_fcos_resnet_fpn_backbone"]
 
@@ -51,8 +50,10 @@ class FCOS(fcos.FCOS):
             conv_dims=[shapes[c.IN_FEATURES[0]].channels] * c.NUM_CONVS,
             num_classes=c.NUM_CLASSES,
             prior_prob=c.PRIOR_PROB,
-            norm=c.NORM,
+            norm="" if c.NORM == "GN" else c.NORM,
         )
+        if c.NORM == "GN":
+            add_group_norm(head)
         return {
             "backbone": backbone,
             "head": head,
@@ -69,34 +70,11 @@ class FCOS(fcos.FCOS):
             "pixel_std": cfg.MODEL.PIXEL_STD,
         }
 
-    @torch.no_grad()
-    def label_anchors(self, anchors, gt_instances):
-        # v0.6 takes a max over the GT axis, which fails for an image without objects:
-        # every anchor of such an image is background.
-        num = sum(len(a) for a in anchors)
-        device = anchors[0].tensor.device
-        labels, boxes = [], []
-        for gt in gt_instances:
-            if len(gt) > 0:
-                (label,), (box,) = super().label_anchors(anchors, [gt])
-            else:
-                label = torch.full((num,), self.num_classes, dtype=torch.long, device=device)
-                box = Boxes(torch.zeros(num, 4, device=device))
-            labels.append(label)
-            boxes.append(box)
-        return labels, boxes
+    label_anchors = fcos_label_anchors  # images without objects (upstream ef2c3abb)
 
 
 @BACKBONE_REGISTRY.register()
 def build_fcos_resnet_fpn_backbone(cfg, input_shape: ShapeSpec):
     """ResNet-FPN with P6/P7 computed from P5 rather than C5 (FCOS, Sec. 2.2 of its journal
     version; detectron2's FCOS LazyConfig does the same)."""
-    out = cfg.MODEL.FPN.OUT_CHANNELS
-    return FPN(
-        bottom_up=build_resnet_backbone(cfg, input_shape),
-        in_features=cfg.MODEL.FPN.IN_FEATURES,
-        out_channels=out,
-        norm=cfg.MODEL.FPN.NORM,
-        top_block=LastLevelP6P7(out, out, in_feature="p5"),
-        fuse_type=cfg.MODEL.FPN.FUSE_TYPE,
-    )
+    return resnet_fpn_p6p7(cfg, input_shape, in_feature="p5")

@@ -8,7 +8,6 @@ positive when that best IoU is above 0.
 """
 
 import torch
-import torch.distributed as dist
 from detectron2.config import configurable
 from detectron2.layers import cat
 from detectron2.modeling import META_ARCH_REGISTRY
@@ -20,6 +19,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .ranking import ap_loss
+from .vendored import normalizer_over_processes, retinanet_from_config
 
 __all__ = ["APLossRetinaNet", "PositiveLowQualityMatcher"]
 
@@ -60,7 +60,7 @@ class APLossRetinaNet(RetinaNet):
 
     @classmethod
     def from_config(cls, cfg):
-        ret = super().from_config(cfg)
+        ret = retinanet_from_config(super().from_config, cfg)
         c = cfg.MODEL.RETINANET
         ret["anchor_matcher"] = PositiveLowQualityMatcher(
             c.IOU_THRESHOLDS, c.IOU_LABELS, allow_low_quality_matches=True
@@ -71,12 +71,11 @@ class APLossRetinaNet(RetinaNet):
         return ret
 
     def _num_positives(self, pos_mask):
-        """Positives of the ranking scope: this process's, or the mean over processes."""
+        """Positives of the ranking scope (at least 1): this process's, or the batch's over all
+        processes divided by their number (see normalizer_over_processes)."""
         num = pos_mask.sum().float()
-        if self.scope == "global" and dist.is_available() and dist.is_initialized():
-            num = num.clone()
-            dist.all_reduce(num)
-            num /= dist.get_world_size()
+        if self.scope == "global":
+            return normalizer_over_processes(num, 1.0)
         return num.clamp(min=1)
 
     def losses(self, anchors, pred_logits, gt_labels, pred_anchor_deltas, gt_boxes):

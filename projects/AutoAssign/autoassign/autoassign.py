@@ -3,7 +3,6 @@ candidate whose positive and negative weights are computed on the fly (Sec. 3 of
 official ``AutoAssign.losses`` / ``inference``)."""
 
 import torch
-import torch.distributed as dist
 from detectron2.config import configurable
 from detectron2.layers import batched_nms, cat
 from detectron2.modeling import META_ARCH_REGISTRY, build_backbone
@@ -15,19 +14,10 @@ from fvcore.nn import giou_loss
 
 from .center_prior import CenterPrior
 from .head import AutoAssignHead
+from .vendored import normalizer_over_processes
 from .weighting import negative_loss, negative_weights, positive_loss
 
 __all__ = ["AutoAssign"]
-
-
-def _mean_over_processes(x):
-    """A normaliser averaged over processes, so that the loss does not depend on how a batch
-    is split (DDP then averages the gradients)."""
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        x = x.clone()
-        dist.all_reduce(x)
-        x /= dist.get_world_size()
-    return x
 
 
 @META_ARCH_REGISTRY.register()
@@ -186,10 +176,11 @@ class AutoAssign(DenseDetector):
             # the constant len(gt) / 1e-12, without gradient; 0 for an image without GTs).
             center_losses.append(len(gt) / s if len(a) else s * 0)
 
-        # Official: both normalisers averaged over processes, then at least 1.
+        # Both normalisers over the whole batch, at least 1, per process (official: averaged
+        # over processes, then at least 1; README).
         num_gt = sum(len(gt) for gt in gt_instances)
-        num_gt = _mean_over_processes(torch.tensor(float(num_gt), device=reg.device)).clamp(min=1)
-        prior_sum = _mean_over_processes(torch.stack(prior_sums).sum()).clamp(min=1)
+        num_gt = normalizer_over_processes(torch.tensor(float(num_gt), device=reg.device), 1.0)
+        prior_sum = normalizer_over_processes(torch.stack(prior_sums).sum(), 1.0)
         loss_pos = cat(pos_losses).sum() / num_gt
         loss_neg = negative_loss(scores, torch.stack(pos_probs), self.neg_gamma).sum() / prior_sum
         loss_center = torch.stack(center_losses).mean()

@@ -7,25 +7,15 @@ tower ends in a K-way 3x3 conv; the box tower in a 4-way 3x3 conv (the l, t, r, 
 implicit objectness (ImpObj, Sec. 3.3 of the paper).
 """
 
-import torch
 from detectron2.config import configurable
 from detectron2.layers import ShapeSpec
 from detectron2.modeling.meta_arch.retinanet import RetinaNetHead
 from torch import nn
 from torch.nn import functional as F
 
-__all__ = ["AutoAssignHead", "Scale"]
+from .vendored import Scale, add_group_norm
 
-
-class Scale(nn.Module):
-    """A learnable scalar multiplier, one per level (as in FCOS)."""
-
-    def __init__(self, init=1.0):
-        super().__init__()
-        self.scale = nn.Parameter(torch.tensor(float(init)))
-
-    def forward(self, x):
-        return x * self.scale
+__all__ = ["AutoAssignHead"]
 
 
 class AutoAssignHead(RetinaNetHead):
@@ -47,7 +37,10 @@ class AutoAssignHead(RetinaNetHead):
         # RetinaNetHead builds the towers, cls_score and bbox_pred (one anchor) with FCOS's init:
         # N(0, 0.01), zero bias (tower convs keep their bias, as the official head), prior bias.
         super().__init__(input_shape=input_shape, num_classes=num_classes, num_anchors=1,
-                         conv_dims=[c] * num_convs, norm=norm, prior_prob=prior_prob)
+                         conv_dims=[c] * num_convs, norm="" if norm == "GN" else norm,
+                         prior_prob=prior_prob)
+        if norm == "GN":
+            add_group_norm(self)
         self.obj_score = nn.Conv2d(c, 1, kernel_size=3, padding=1)
         nn.init.normal_(self.obj_score.weight, std=0.01)
         nn.init.zeros_(self.obj_score.bias)

@@ -12,42 +12,30 @@ offsets.
 import math
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from detectron2.config import configurable
 from detectron2.layers import ShapeSpec, batched_nms, cat
 from detectron2.modeling import BACKBONE_REGISTRY, META_ARCH_REGISTRY, build_backbone
-from detectron2.modeling.backbone.fpn import FPN, LastLevelP6P7
-from detectron2.modeling.backbone.resnet import build_resnet_backbone
 from detectron2.modeling.meta_arch.fcos import FCOS, FCOSHead
 from detectron2.structures import Boxes, Instances
 from fvcore.nn import sigmoid_focal_loss_jit
 
 from .border_branch import BorderBranch
 from .border_targets import apply_border_deltas, border_targets
+from .vendored import add_group_norm, fcos_label_anchors, normalizer_over_processes, resnet_fpn_p6p7
 
 __all__ = ["BorderDet", "BorderDetHead", "build_borderdet_resnet_fpn_backbone"]
-
-
-def _positives_per_process(num_pos):
-    """The number of positives in the whole batch (at least 1), divided by the number of
-    processes: with DDP averaging the gradients, the loss equals that of one process on the
-    whole batch. (The official code clamps the per-process mean to 1, which halves the loss
-    of 2 processes when the batch has a single positive.)"""
-    world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
-    if world > 1:
-        num_pos = num_pos.clone()
-        dist.all_reduce(num_pos)
-    return num_pos.clamp(min=1.0) / world
 
 
 class BorderDetHead(FCOSHead):
     """detectron2's FCOS head plus the two border branches (official ``BorderHead``)."""
 
-    def __init__(self, *, input_shape, conv_dims, num_classes, border_cls_channels=256,
+    def __init__(self, *, input_shape, conv_dims, num_classes, norm="", border_cls_channels=256,
                  border_reg_channels=128, pool_size=10, prior_prob=0.01, **kwargs):
         super().__init__(input_shape=input_shape, conv_dims=conv_dims, num_classes=num_classes,
-                         prior_prob=prior_prob, **kwargs)
+                         prior_prob=prior_prob, norm="" if norm == "GN" else norm, **kwargs)
+        if norm == "GN":
+            add_group_norm(self)
         c = conv_dims[-1]
         self.border_cls_subnet = BorderBranch(c, border_cls_channels, pool_size)
         self.border_reg_subnet = BorderBranch(c, border_reg_channels, pool_size)
@@ -163,21 +151,7 @@ class BorderDet(FCOS):
         y = boxes[..., 1::2].clamp(0, h - 1)
         return torch.stack([x[..., 0], y[..., 0], x[..., 1], y[..., 1]], dim=-1).contiguous()
 
-    @torch.no_grad()
-    def label_anchors(self, anchors, gt_instances):
-        # detectron2 v0.6 takes a max over the GT axis, which fails for an image without
-        # objects: every location of such an image is background.
-        num = sum(len(a) for a in anchors)
-        labels, boxes = [], []
-        for gt in gt_instances:
-            if len(gt) > 0:
-                (label,), (box,) = super().label_anchors(anchors, [gt])
-            else:
-                label = torch.full((num,), self.num_classes, dtype=torch.long, device=self.device)
-                box = Boxes(torch.zeros(num, 4, device=self.device))
-            labels.append(label)
-            boxes.append(box)
-        return labels, boxes
+    label_anchors = fcos_label_anchors  # images without objects (upstream ef2c3abb)
 
     def forward_training(self, images, features, predictions, gt_instances):
         anchors, coarse, dense = self._border_predictions(features, predictions)
@@ -202,7 +176,7 @@ class BorderDet(FCOS):
         ])
         labels, targets = torch.stack(labels), torch.stack(targets)
         pos = labels < self.num_classes
-        num_pos = _positives_per_process(pos.sum().float())
+        num_pos = normalizer_over_processes(pos.sum().float(), 1.0)
         onehot = F.one_hot(labels, self.num_classes + 1)[..., :-1].to(border_logits.dtype)
         loss_cls = sigmoid_focal_loss_jit(
             border_logits, onehot, alpha=self.focal_loss_alpha, gamma=self.focal_loss_gamma,
@@ -248,12 +222,4 @@ class BorderDet(FCOS):
 def build_borderdet_resnet_fpn_backbone(cfg, input_shape: ShapeSpec):
     """ResNet-FPN with P6/P7 from P5, as detectron2's FCOS (the official cvpods code of that
     time built P6 from C5; README)."""
-    out = cfg.MODEL.FPN.OUT_CHANNELS
-    return FPN(
-        bottom_up=build_resnet_backbone(cfg, input_shape),
-        in_features=cfg.MODEL.FPN.IN_FEATURES,
-        out_channels=out,
-        norm=cfg.MODEL.FPN.NORM,
-        top_block=LastLevelP6P7(out, out, in_feature="p5"),
-        fuse_type=cfg.MODEL.FPN.FUSE_TYPE,
-    )
+    return resnet_fpn_p6p7(cfg, input_shape, in_feature="p5")

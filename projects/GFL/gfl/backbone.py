@@ -5,26 +5,12 @@ extra_convs_on_inputs=False``, ``relu_before_extra_convs=False``). detectron2's
 
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import BACKBONE_REGISTRY
-from detectron2.modeling.backbone.fpn import FPN, LastLevelP6P7
-from detectron2.modeling.backbone.resnet import build_resnet_backbone
 
-__all__ = ["GFLLastLevelP6P7", "build_gfl_resnet_fpn_backbone"]
+from .vendored import resnet_fpn_p6p7
 
-
-class GFLLastLevelP6P7(LastLevelP6P7):
-    def forward(self, p5):
-        p6 = self.p6(p5)
-        return [p6, self.p7(p6)]
+__all__ = ["build_gfl_resnet_fpn_backbone"]
 
 
 @BACKBONE_REGISTRY.register()
 def build_gfl_resnet_fpn_backbone(cfg, input_shape: ShapeSpec):
-    out = cfg.MODEL.FPN.OUT_CHANNELS
-    return FPN(
-        bottom_up=build_resnet_backbone(cfg, input_shape),
-        in_features=cfg.MODEL.FPN.IN_FEATURES,
-        out_channels=out,
-        norm=cfg.MODEL.FPN.NORM,
-        top_block=GFLLastLevelP6P7(out, out, in_feature="p5"),
-        fuse_type=cfg.MODEL.FPN.FUSE_TYPE,
-    )
+    return resnet_fpn_p6p7(cfg, input_shape, in_feature="p5", relu_before_p7=False)

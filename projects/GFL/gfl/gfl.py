@@ -2,7 +2,6 @@
 (Sec. 3 and 4 of the paper; the official ``GFLHead.loss`` / ``get_bboxes``)."""
 
 import torch
-import torch.distributed as dist
 from detectron2.config import configurable
 from detectron2.layers import batched_nms, cat
 from detectron2.modeling import META_ARCH_REGISTRY, build_backbone
@@ -17,18 +16,9 @@ from .distribution_focal_loss import distribution_focal_loss
 from .head import GFLHead
 from .integral import boxes_to_ltrb, integral, ltrb_to_boxes
 from .quality_focal_loss import quality_focal_loss
+from .vendored import normalizer_over_processes
 
 __all__ = ["GFL"]
-
-
-def _mean_over_processes(x):
-    """A normaliser averaged over processes, so that the loss does not depend on how a batch
-    is split (DDP then averages the gradients)."""
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        x = x.clone()
-        dist.all_reduce(x)
-        x /= dist.get_world_size()
-    return x
 
 
 @META_ARCH_REGISTRY.register()
@@ -163,9 +153,8 @@ class GFL(DenseDetector):
         """
         n = self.reg_max
         pos = gt_labels < self.num_classes  # (N, A)
-        # Official: every image counts at least one positive; then averaged over processes.
-        num_pos = pos.sum(dim=1).clamp(min=1).sum().float()
-        num_pos = _mean_over_processes(num_pos).clamp(min=1.0)
+        # Official: every image counts at least one positive; then over all processes.
+        num_pos = normalizer_over_processes(pos.sum(dim=1).clamp(min=1).sum().float(), 1.0)
 
         # Positives, decoded in units of their level's stride.
         strides = self._strides(anchors)[None].expand_as(pos)[pos][:, None]  # (P, 1)
@@ -186,7 +175,7 @@ class GFL(DenseDetector):
         # The clamp only avoids 0 / 0 without positives; mmdetection 2.x clamps to 1, which
         # makes the loss depend on the number of processes while the sum is small (README).
         weight = logits.detach().sigmoid().amax(dim=2)[pos]
-        weight_sum = _mean_over_processes(weight.sum()).clamp(min=1e-6)
+        weight_sum = normalizer_over_processes(weight.sum(), 1e-6)
         loss_giou = (weight * giou_loss(pred_boxes, target_boxes)).sum() / weight_sum
         target_ltrb = boxes_to_ltrb(points, target_boxes).clamp(min=0, max=n - 0.01)
         dfl = distribution_focal_loss(pos_reg.reshape(-1, n + 1), target_ltrb.flatten())

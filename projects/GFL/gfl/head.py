@@ -8,23 +8,13 @@ and GIoU), multiplied by a learnable scalar per level.
 
 import math
 
-import torch
 from detectron2.config import configurable
 from detectron2.layers import ShapeSpec, get_norm
 from torch import nn
 
-__all__ = ["GFLHead", "Scale"]
+from .vendored import Scale
 
-
-class Scale(nn.Module):
-    """A learnable scalar multiplier, one per level (as in FCOS/ATSS/GFL)."""
-
-    def __init__(self, init=1.0):
-        super().__init__()
-        self.scale = nn.Parameter(torch.tensor(float(init)))
-
-    def forward(self, x):
-        return x * self.scale
+__all__ = ["GFLHead"]
 
 
 class GFLHead(nn.Module):

@@ -2,19 +2,12 @@
 
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import BACKBONE_REGISTRY, META_ARCH_REGISTRY
-from detectron2.modeling.backbone.fpn import FPN, LastLevelP6P7
-from detectron2.modeling.backbone.resnet import build_resnet_backbone
 from detectron2.modeling.meta_arch.retinanet import RetinaNet
 
 from .head import SEPCHead
+from .vendored import resnet_fpn_p6p7
 
 __all__ = ["SEPCRetinaNet", "build_sepc_resnet_fpn_backbone"]
-
-
-class _P6FromC5P7NoReLU(LastLevelP6P7):
-    def forward(self, c5):
-        p6 = self.p6(c5)
-        return [p6, self.p7(p6)]
 
 
 @BACKBONE_REGISTRY.register()
@@ -22,16 +15,7 @@ def build_sepc_resnet_fpn_backbone(cfg, input_shape: ShapeSpec):
     """ResNet-FPN with P3-P7 as the official neck builds them (mmdetection 1.1 FPN with
     ``add_extra_convs=True``: P6 = 3x3/2 conv of C5, P7 = 3x3/2 conv of P6 without a ReLU in
     between; detectron2's RetinaNet neck has that ReLU)."""
-    bottom_up = build_resnet_backbone(cfg, input_shape)
-    out = cfg.MODEL.FPN.OUT_CHANNELS
-    return FPN(
-        bottom_up=bottom_up,
-        in_features=cfg.MODEL.FPN.IN_FEATURES,
-        out_channels=out,
-        norm=cfg.MODEL.FPN.NORM,
-        top_block=_P6FromC5P7NoReLU(bottom_up.output_shape()["res5"].channels, out, in_feature="res5"),
-        fuse_type=cfg.MODEL.FPN.FUSE_TYPE,
-    )
+    return resnet_fpn_p6p7(cfg, input_shape, in_feature="res5", relu_before_p7=False)
 
 
 @META_ARCH_REGISTRY.register()
