@@ -15,7 +15,7 @@ $(STAMP): requirements.txt pyproject.toml ci/install.sh ci/install_detectron2.sh
 
 # The main job: train + evaluate the demo detector on the toy data (CPU), then draw its detections.
 demo: install
-	$(PY) -m common.demo_job
+	$(PY) -m harness.demo_job
 
 test: install
 	$(PYTEST) -q
@@ -31,7 +31,7 @@ lint: install
 # Speed and size of every baseline and project config (markdown table in output/bench/), then
 # each project's own benchmarks (projects/*/tools/benchmark_*.py: custom ops, losses).
 bench: install
-	$(PY) -m common.benchmark.run --out output/bench
+	$(PY) -m harness.bench --out output/bench
 	for tool in projects/*/tools/benchmark_*.py; do $(PY) $$tool || exit 1; done
 
 # Trains every baseline on toy_shapes to its full toy schedule and evaluates it (CPU, minutes each).

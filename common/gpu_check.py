@@ -3,7 +3,7 @@ visible; otherwise the tests marked ``gpu``:
 
 - every custom CUDA kernel against its pure-PyTorch reference (forward, backward, gradcheck in
   float64); today BorderDet's BorderAlign, built on first use (needs nvcc / CUDA_HOME);
-- every shipped config's small run on CUDA (``common/config_check.py``: train, evaluate,
+- every shipped config's small run on CUDA (``harness/config_check.py``: train, evaluate,
   ``--eval-only`` from its checkpoint), with mixed precision wherever a config enables it;
 - each project's multi-GPU README command on 2 processes with NCCL (skipped with 1 GPU).
 """

@@ -6,7 +6,8 @@ import pytest
 import yaml
 from detectron2.modeling import build_model
 
-from common.projects import REPO, config_files, load_config
+from common.projects import REPO, config_files
+from harness.projects import load_config
 
 CONFIGS = config_files(include_base=True)
 
@@ -26,3 +27,32 @@ def test_config_loads_and_builds(path):
     cfg = load_config(path, ["MODEL.DEVICE", "cpu"])
     model = build_model(cfg)
     assert sum(p.numel() for p in model.parameters()) > 0
+
+
+RETINANET_TOY = os.path.join(REPO, "common", "configs", "retinanet_R-18-FPN_toy.yaml")  # 6 classes
+
+
+def _setup(tmp_path, *argv):
+    from common.engine import default_argument_parser, setup
+
+    return setup(default_argument_parser().parse_args(
+        ["--config-file", RETINANET_TOY, *argv, "OUTPUT_DIR", str(tmp_path)]))
+
+
+def test_num_classes_follows_the_training_set_in_setup_and_load_config(tmp_path):
+    # The file does not set it (detectron2's default: 80); toy_shapes has 6 classes.
+    assert _setup(tmp_path).MODEL.RETINANET.NUM_CLASSES == 6
+    assert load_config(RETINANET_TOY).MODEL.RETINANET.NUM_CLASSES == 6
+
+
+def test_num_classes_on_the_command_line_wins_in_setup_and_load_config(tmp_path):
+    opts = ["MODEL.RETINANET.NUM_CLASSES", "3"]
+    assert _setup(tmp_path, "--eval-only", *opts).MODEL.RETINANET.NUM_CLASSES == 3
+    assert load_config(RETINANET_TOY, opts).MODEL.RETINANET.NUM_CLASSES == 3
+
+
+def test_training_with_another_num_classes_than_its_training_set_fails_in_one_line(tmp_path):
+    with pytest.raises(SystemExit, match="error: MODEL.RETINANET.NUM_CLASSES is 3 on the command "
+                                         "line, but the training set toy_shapes_train has 6 classes"):
+        _setup(tmp_path, "MODEL.RETINANET.NUM_CLASSES", "3")
+    assert _setup(tmp_path, "MODEL.RETINANET.NUM_CLASSES", "6").MODEL.RETINANET.NUM_CLASSES == 6

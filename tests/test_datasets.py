@@ -11,7 +11,7 @@ from PIL import Image
 
 from common.data import DatasetError, load_crowdhuman_odgt
 from common.engine import default_argument_parser, setup
-from common.testing import run_module
+from harness.testing import run_module
 
 CONFIG = "common/configs/retinanet_R-18-FPN_toy.yaml"
 

@@ -7,8 +7,8 @@ from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.modeling import build_model
 from PIL import Image
 
-from common.demo import run_demo
-from common.projects import load_config
+from harness.demo import run_demo
+from harness.projects import load_config
 
 CONFIG = "common/configs/retinanet_R-18-FPN_toy.yaml"
 

@@ -14,7 +14,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from common.engine import Trainer, default_argument_parser, launch, setup
 from common.projects import REPO
-from common.testing import assert_split_invariant
+from harness.testing import assert_split_invariant
 
 
 def _train_and_dump(argv, out):
@@ -89,7 +89,7 @@ PROJECT_RUNS = {
 def _train_every_project(out):
     """In each of the 2 processes: every project's toy config for 3 iterations, one after the
     other (one process start for all), each rank's parameters saved."""
-    from common.projects import config_fns, trainer_class
+    from harness.projects import config_fns, trainer_class
 
     for project, (name, opts) in PROJECT_RUNS.items():
         config = os.path.join(REPO, "projects", project, "configs", "toy", name)

@@ -1,5 +1,5 @@
 """Every shipped config starts, trains, evaluates and evaluates its checkpoint again, run the way
-its users run it (``common/config_check.py``: stand-in COCO / CrowdHuman trees, a few
+its users run it (``harness/config_check.py``: stand-in COCO / CrowdHuman trees, a few
 iterations); the COCO configs name ImageNet weights that match their backbone; the mistakes a
 first COCO or CrowdHuman run makes get one line. A config added later is covered with no edit.
 
@@ -13,8 +13,9 @@ import shlex
 import pytest
 import torch
 
-from common.config_check import StandInData, run_config, run_configs, user_command
-from common.projects import REPO, config_files, load_config, project_of
+from common.projects import REPO, config_files, project_of
+from harness.config_check import StandInData, run_config, run_configs, user_command
+from harness.projects import load_config
 
 CONFIGS = config_files()
 PROJECTS = sorted(os.listdir(os.path.join(REPO, "projects")))

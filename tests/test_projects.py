@@ -11,7 +11,8 @@ import sys
 
 import pytest
 
-from common.projects import REPO, config_fns
+from common.projects import REPO
+from harness.projects import config_fns, entry
 
 PACKAGES = sorted(
     p for p in glob.glob(os.path.join(REPO, "projects", "*", "*", "__init__.py"))
@@ -21,15 +22,19 @@ NAMES = [os.path.basename(os.path.dirname(p)) for p in PACKAGES]
 ALLOWED = {"torch", "torchvision", "detectron2", "fvcore", "numpy"}
 
 
-def _imported_roots(package_dir):
+def _imported_roots_of_file(path):
     roots = set()
-    for path in glob.glob(os.path.join(package_dir, "**", "*.py"), recursive=True):
-        for node in ast.walk(ast.parse(open(path).read(), path)):
-            if isinstance(node, ast.Import):
-                roots |= {a.name.split(".")[0] for a in node.names}
-            elif isinstance(node, ast.ImportFrom) and node.level == 0:
-                roots.add(node.module.split(".")[0])
+    for node in ast.walk(ast.parse(open(path).read(), path)):
+        if isinstance(node, ast.Import):
+            roots |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0:
+            roots.add(node.module.split(".")[0])
     return roots
+
+
+def _imported_roots(package_dir):
+    return set().union(*(_imported_roots_of_file(p)
+                         for p in glob.glob(os.path.join(package_dir, "**", "*.py"), recursive=True)))
 
 
 def test_there_are_projects():
@@ -48,6 +53,39 @@ def test_all_projects_import_together_without_registry_clashes():
     for init in PACKAGES:
         fns = config_fns(init)
         assert fns, f"{init} exports no add_*_config"
+
+
+@pytest.mark.parametrize("init", PACKAGES, ids=NAMES)
+def test_train_net_declares_its_entry(init):
+    """The tools find a project through what its train_net.py declares: the Trainer it trains
+    with, and every add_*_config its package exports."""
+    from common.engine import Trainer
+
+    trainer, fns = entry(init)
+    assert isinstance(trainer, type) and issubclass(trainer, Trainer)
+    package = sys.modules[os.path.basename(os.path.dirname(init))]
+    exported = {getattr(package, n) for n in dir(package) if n.startswith("add_") and n.endswith("_config")}
+    assert set(fns) == exported
+
+
+def test_common_never_imports_a_project_or_the_harness():
+    """The arrow points from the projects (and the harness) to common, in fact: no module of
+    common imports the harness or loads code by path, and importing every module of common
+    loads no project."""
+    sources = glob.glob(os.path.join(REPO, "common", "**", "*.py"), recursive=True)
+    for path in sources:
+        roots = _imported_roots_of_file(path)
+        assert not roots & {"harness", "importlib", "runpy"}, f"{path} imports {roots}"
+    modules = sorted("common." + os.path.relpath(p, os.path.join(REPO, "common"))[:-3].replace(os.sep, ".")
+                     .removesuffix(".__init__") for p in sources)
+    code = "\n".join([f"import {m}" for m in modules] + [
+        "import sys",
+        "print(sorted(m for m in sys.modules if m.startswith(('harness', 'train_net')) or m in "
+        f"{sorted(NAMES)!r}))",
+    ])
+    r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.strip().splitlines()[-1] == "[]"
 
 
 def _detectron2_trees():

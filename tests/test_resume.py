@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from common.testing import run_module
+from harness.testing import run_module
 
 CONFIG = "common/configs/retinanet_R-18-FPN_toy.yaml"
 

@@ -80,17 +80,23 @@ def _merge(cfg, args):
             _fail(f"bad config (in {where}): {msg}")
 
 
-def set_num_classes(cfg):
-    """Every head's NUM_CLASSES follows the training dataset's ``thing_classes``."""
+def set_num_classes(cfg, opts=()):
+    """The class-count rule, the same in ``setup()`` and in the tests' configs: every head's
+    NUM_CLASSES follows the training dataset's ``thing_classes`` (a config file's value is
+    replaced), except a ``MODEL.<HEAD>.NUM_CLASSES`` given on the command line (``opts``),
+    which wins. Returns the training set's class count (None if unknown)."""
     if not cfg.DATASETS.TRAIN:
-        return
+        return None
     meta = MetadataCatalog.get(cfg.DATASETS.TRAIN[0])
     if "thing_classes" not in meta.as_dict():
-        return
+        return None
     n = len(meta.thing_classes)
+    given = set(list(opts)[0::2])
     for name, node in cfg.MODEL.items():
-        if isinstance(node, CfgNode) and "NUM_CLASSES" in node and name != "SEM_SEG_HEAD":
+        if (isinstance(node, CfgNode) and "NUM_CLASSES" in node and name != "SEM_SEG_HEAD"
+                and f"MODEL.{name}.NUM_CLASSES" not in given):
             node.NUM_CLASSES = n
+    return n
 
 
 def setup(args, *add_config_fns):
@@ -137,7 +143,12 @@ def setup(args, *add_config_fns):
         comm.synchronize()
     if error is not None:
         _fail(error)
-    set_num_classes(cfg)
+    n = set_num_classes(cfg, args.opts)
+    if n is not None and not args.eval_only:
+        for name, node in cfg.MODEL.items():
+            if isinstance(node, CfgNode) and node.get("NUM_CLASSES", n) != n and name != "SEM_SEG_HEAD":
+                _fail(f"MODEL.{name}.NUM_CLASSES is {node.NUM_CLASSES} on the command line, but the "
+                      f"training set {cfg.DATASETS.TRAIN[0]} has {n} classes")
     _check_weights(cfg, args)
     cfg.freeze()
     default_setup(cfg, args)

@@ -25,11 +25,16 @@ class Trainer(BaseTrainer):
         return build_detection_train_loader(cfg, mapper=PairedDatasetMapper(cfg, is_train=True))
 
 
+# This entry, as the repo's tools (harness/: tests, make bench, the demo) find it.
+TRAINER = Trainer
+CONFIG_FNS = (add_pbm_config,)
+
+
 def main(args):
-    cfg = setup(args, add_pbm_config)
+    cfg = setup(args, *CONFIG_FNS)
     if args.eval_only:
-        return evaluate(Trainer, cfg, args)
-    trainer = Trainer(cfg)
+        return evaluate(TRAINER, cfg, args)
+    trainer = TRAINER(cfg)
     trainer.resume_or_load(resume=args.resume)
     return trainer.train()
 

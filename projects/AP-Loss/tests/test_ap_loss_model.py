@@ -13,8 +13,8 @@ from detectron2.modeling import build_model
 from detectron2.structures import Boxes
 from detectron2.utils.events import EventStorage
 
-from common.projects import load_config
-from common.testing import (
+from harness.projects import load_config
+from harness.testing import (
     assert_split_invariant,
     check_eval_output,
     make_instances,

@@ -11,7 +11,7 @@ from detectron2.modeling import build_backbone
 from detectron2.structures import Boxes
 from torchvision.ops import roi_align
 
-from common.projects import load_config
+from harness.projects import load_config
 
 TOY = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "toy",
                    "augfpn_R-18-FPN_toy.yaml")

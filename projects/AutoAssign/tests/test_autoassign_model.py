@@ -11,8 +11,8 @@ from detectron2.modeling import build_model
 from detectron2.structures import Boxes
 from detectron2.utils.events import EventStorage
 
-from common.projects import load_config
-from common.testing import assert_split_invariant, check_eval_output, make_instances
+from harness.projects import load_config
+from harness.testing import assert_split_invariant, check_eval_output, make_instances
 
 PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOY = os.path.join(PROJECT, "configs", "toy", "autoassign_R-18-FPN_toy.yaml")

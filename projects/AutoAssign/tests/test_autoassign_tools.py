@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from common.testing import run_script
+from harness.testing import run_script
 
 PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -10,8 +10,8 @@ from borderdet import apply_border_deltas, border_targets
 from detectron2.modeling import build_model
 from detectron2.utils.events import EventStorage
 
-from common.projects import load_config
-from common.testing import assert_split_invariant, check_eval_output, make_instances
+from harness.projects import load_config
+from harness.testing import assert_split_invariant, check_eval_output, make_instances
 
 PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOY = os.path.join(PROJECT, "configs", "toy", "borderdet_R-18-FPN_toy.yaml")

@@ -13,8 +13,8 @@ from detectron2.utils.events import EventStorage
 from internet import l2_meta_loss
 from torchvision.ops import roi_align
 
-from common.projects import load_config
-from common.testing import check_eval_output, make_instances
+from harness.projects import load_config
+from harness.testing import check_eval_output, make_instances
 
 PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOY = os.path.join(PROJECT, "configs", "toy")

@@ -11,8 +11,8 @@ from detectron2.structures import Boxes, Instances, pairwise_iou
 from detectron2.utils.events import EventStorage
 from pbm import pairwise_iof
 
-from common.projects import load_config
-from common.testing import check_eval_output, smoke_train_and_eval
+from harness.projects import load_config
+from harness.testing import check_eval_output, smoke_train_and_eval
 
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOY = os.path.join(HERE, "configs", "toy", "pbm_R-18-FPN_toy_crowd.yaml")
@@ -150,7 +150,7 @@ def test_smoke_train_and_eval_with_crowd_metrics(tmp_path, capsys):
 def test_training_batches_carry_visible_boxes():
     """train_net.py's Trainer (which make bench uses too) maps toy_crowd with visible boxes;
     the baseline config keeps detectron2's loader."""
-    from common.projects import trainer_class
+    from harness.projects import trainer_class
 
     trainer = trainer_class(TOY)
     cfg = load_config(TOY, ["MODEL.DEVICE", "cpu", "SOLVER.IMS_PER_BATCH", "2",

@@ -8,8 +8,8 @@ import torch
 from detectron2.modeling import build_model
 from detectron2.utils.events import EventStorage
 
-from common.projects import load_config
-from common.testing import check_eval_output, make_instances
+from harness.projects import load_config
+from harness.testing import check_eval_output, make_instances
 
 PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOY = os.path.join(PROJECT, "configs", "toy")

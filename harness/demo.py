@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Runs a trained detector on an image or a folder and writes the images with their boxes.
 
-    python -m common.demo --config-file common/configs/retinanet_R-18-FPN_toy.yaml \
+    python -m harness.demo --config-file common/configs/retinanet_R-18-FPN_toy.yaml \
         --input path/to/img_or_folder --output output/demo MODEL.WEIGHTS model_final.pth
 
 A project's config (``projects/<P>/configs/...``) brings its package's ``add_<x>_config``.
@@ -50,7 +50,7 @@ def draw_detections(predictor, cfg, files, output_dir, confidence=0.5):
 
 def run_demo(argv=None):
     from common.engine import setup
-    from common.projects import config_fns
+    from harness.projects import config_fns
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config-file", required=True, metavar="FILE")

@@ -13,8 +13,8 @@ import subprocess
 from detectron2.data import MetadataCatalog
 
 from common.data import prepare
-from common.demo import run_demo
 from common.projects import REPO, train_command
+from harness.demo import run_demo
 
 # Generalized Focal Loss (projects/GFL), the template project.
 CONFIG = "projects/GFL/configs/toy/gfl_R-18-FPN_toy.yaml"

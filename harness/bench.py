@@ -13,7 +13,8 @@ from detectron2.utils.logger import setup_logger
 
 from common.benchmark.measure import measure
 from common.data import prepare
-from common.projects import BASELINE_TOY_CONFIGS, REPO, load_config, project_toy_configs, trainer_class
+from common.projects import BASELINE_TOY_CONFIGS, REPO, project_toy_configs
+from harness.projects import load_config, trainer_class
 
 
 def main(argv=None):

@@ -16,9 +16,9 @@ saturates the R-CNN softmax: most class scores are exactly 0; D2Det's soft-NMS d
 its COCO configs evaluate no detections.) The toy configs are evaluated on the first 4 images of
 their validation set, registered with ``--register-coco`` / ``--register-crowdhuman``.
 
-    python -m common.config_check                    # every config, on the CPU
-    python -m common.config_check --device cuda      # on a GPU (make gpu-check)
-    python -m common.config_check projects/GFL/configs/gfl_R-50-FPN_1x_coco.yaml
+    python -m harness.config_check                    # every config, on the CPU
+    python -m harness.config_check --device cuda      # on a GPU (make gpu-check)
+    python -m harness.config_check projects/GFL/configs/gfl_R-50-FPN_1x_coco.yaml
 """
 
 import argparse
@@ -34,7 +34,8 @@ from dataclasses import dataclass, field
 
 from detectron2.config import CfgNode
 
-from common.projects import REPO, config_files, load_config, project_of
+from common.projects import REPO, config_files, project_of
+from harness.projects import load_config
 
 __all__ = ["ConfigRun", "StandInData", "run_config", "run_configs", "small_run_opts", "user_command"]
 
@@ -68,7 +69,7 @@ class StandInData:
             return {}, [], name
         if name in ("toy_shapes_val", "toy_crowd_val"):
             return self._toy_val_subset(name)
-        raise ValueError(f"no stand-in for dataset '{name}': add one to common/config_check.py")
+        raise ValueError(f"no stand-in for dataset '{name}': add one to harness/config_check.py")
 
     def _toy_val_subset(self, name):
         from common.data import toy

@@ -30,7 +30,7 @@ def run_script(path, *args, cwd=None, timeout=600):
 def _build(config_file, opts):
     from detectron2.modeling import build_model
 
-    from common.projects import load_config
+    from harness.projects import load_config
 
     return build_model(load_config(config_file, ["MODEL.DEVICE", "cpu", *opts]))
 
