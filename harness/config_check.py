@@ -28,6 +28,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -52,6 +53,7 @@ class StandInData:
         from common.data.stand_in import write_coco_tree, write_crowdhuman_tree
 
         self.root = root
+        self._lock = threading.Lock()
         if not os.path.isdir(os.path.join(root, "coco")):
             write_coco_tree(root)
         self.crowdhuman = os.path.join(root, "crowdhuman")
@@ -72,28 +74,32 @@ class StandInData:
         raise ValueError(f"no stand-in for dataset '{name}': add one to harness/config_check.py")
 
     def _toy_val_subset(self, name):
+        """The first images of a toy val set, as a file of its own, written once: the runs of
+        other configs (other threads, their processes) read it meanwhile."""
         from common.data import toy
 
         dataset = name.rsplit("_", 1)[0]
-        folder = toy.generate(dataset, "val")
         subset = f"{name}_first{TOY_EVAL_IMAGES}"
-        images = os.path.join(folder, "images")
-        if dataset == "toy_shapes":
-            path = os.path.join(self.root, f"{subset}.json")
-            with open(os.path.join(folder, "annotations.json")) as f:
-                data = json.load(f)
-            data["images"] = data["images"][:TOY_EVAL_IMAGES]
-            kept = {im["id"] for im in data["images"]}
-            data["annotations"] = [a for a in data["annotations"] if a["image_id"] in kept]
-            with open(path, "w") as f:
-                json.dump(data, f)
-            return {}, ["--register-coco", subset, path, images], subset
-        path = os.path.join(self.root, f"{subset}.odgt")
-        with open(os.path.join(folder, "annotations.odgt")) as f:
-            lines = f.readlines()[:TOY_EVAL_IMAGES]
-        with open(path, "w") as f:
-            f.writelines(lines)
-        return {}, ["--register-crowdhuman", subset, path, images], subset
+        coco = dataset == "toy_shapes"
+        path = os.path.join(self.root, subset + (".json" if coco else ".odgt"))
+        with self._lock:
+            folder = toy.generate(dataset, "val")
+            if not os.path.exists(path):
+                if coco:
+                    with open(os.path.join(folder, "annotations.json")) as f:
+                        data = json.load(f)
+                    data["images"] = data["images"][:TOY_EVAL_IMAGES]
+                    kept = {im["id"] for im in data["images"]}
+                    data["annotations"] = [a for a in data["annotations"] if a["image_id"] in kept]
+                    text = json.dumps(data)
+                else:
+                    with open(os.path.join(folder, "annotations.odgt")) as f:
+                        text = "".join(f.readlines()[:TOY_EVAL_IMAGES])
+                with open(path + ".tmp", "w") as f:
+                    f.write(text)
+                os.replace(path + ".tmp", path)
+        register = "--register-coco" if coco else "--register-crowdhuman"
+        return {}, [register, subset, path, os.path.join(folder, "images")], subset
 
 
 def small_run_opts(cfg, device):

@@ -196,3 +196,15 @@ def test_readme_multi_gpu_command_on_two_processes(project, tmp_path):
                      launch_args=("--num-gpus", "2"), opts=opts)
     assert run.ok, "\n".join(run.problems)
     assert project_of(config) == project
+
+
+def test_a_toy_val_subset_is_written_once_while_other_runs_read_it(tmp_path):
+    # Two configs run at a time: rewriting the file under a reading process broke its eval.
+    data = StandInData(str(tmp_path))
+    for name in ("toy_shapes_val", "toy_crowd_val"):
+        _, args, subset = data.provide(name)
+        path = args[2]
+        stamp = os.stat(path).st_mtime_ns
+        assert data.provide(name) == ({}, args, subset)
+        assert os.stat(path).st_mtime_ns == stamp
+        assert not os.path.exists(path + ".tmp")

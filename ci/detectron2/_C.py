@@ -21,7 +21,7 @@ _USE_INSTEAD = {
     "InstanceAnnotation": "COCOEvaluator(..., use_fast_impl=False) (pycocotools)",
 }
 
-NOT_BUILT = "not built (Python-only detectron2 install; build from source for the C++/CUDA ops)"
+NOT_BUILT = "not built (Python-only detectron2 install; torchvision provides the ops the projects use)"
 
 
 def get_compiler_version():
@@ -49,7 +49,8 @@ def __getattr__(name):
         instead = f"use {hint} instead, or " if hint else ""
         raise CompiledOpUnavailable(
             f"detectron2._C.{name} is a compiled op, and this detectron2 was installed without "
-            f"its C++/CUDA extension: {instead}build detectron2 from source "
+            f"its C++/CUDA extension: {instead}build detectron2 from source, with "
+            "ci/detectron2/v0.6-compat.patch applied for today's numpy/Pillow, outside make install "
             "(https://detectron2.readthedocs.io/tutorials/install.html)."
         )
 
