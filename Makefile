@@ -5,8 +5,13 @@ STAMP  := $(VENV)/.install-stamp
 # Number of pytest workers is 1: the machine has 2 cores and torch already uses both.
 PYTEST ?= $(PY) -m pytest
 
-.PHONY: install demo test gpu-check lint bench toy clean
+.PHONY: help install demo test gpu-check lint bench toy clean
 
+# Lists the targets (none needs an activated venv: each installs first).
+help:
+	@awk '/^# / {if (!doc) doc = substr($$0, 3)} /^[a-z-]+:/ && doc {sub(":.*", "", $$1); printf "  make %-10s %s\n", $$1, doc} !/^# / {doc = ""}' $(MAKEFILE_LIST)
+
+# Creates .venv with the pinned requirements, detectron2 v0.6 (compat fixes) and common.
 install: $(STAMP)
 
 $(STAMP): requirements.txt pyproject.toml ci/install.sh ci/install_detectron2.sh $(wildcard ci/detectron2/*)
@@ -17,6 +22,7 @@ $(STAMP): requirements.txt pyproject.toml ci/install.sh ci/install_detectron2.sh
 demo: install
 	$(PY) -m harness.demo_job
 
+# Runs every test (under 25 minutes on 2 cores).
 test: install
 	$(PYTEST) -q
 
@@ -25,11 +31,11 @@ test: install
 gpu-check: install
 	$(PY) -m common.gpu_check
 
+# ruff over the repo.
 lint: install
 	$(PY) -m ruff check .
 
-# Speed and size of every baseline and project config (markdown table in output/bench/), then
-# each project's own benchmarks (projects/*/tools/benchmark_*.py: custom ops, losses).
+# Speed and size of every toy config (output/bench/), then each project's tools/benchmark_*.py.
 bench: install
 	$(PY) -m harness.bench --out output/bench
 	for tool in projects/*/tools/benchmark_*.py; do $(PY) $$tool || exit 1; done
@@ -38,6 +44,7 @@ bench: install
 toy: install
 	$(PY) -m common.benchmark.toy --out output/toy
 
+# Removes outputs (output/, projects/*/output/) and caches; keeps .venv and the toy data.
 clean:
-	rm -rf output .pytest_cache
+	rm -rf output projects/*/output .pytest_cache
 	find . -name __pycache__ -prune -exec rm -rf {} +

@@ -64,9 +64,7 @@ def run_demo(argv=None):
         False, True, [], [],
     )
     files = list_images(args.input)
-    cfg = setup(args, *config_fns(args.config_file))
-    if not cfg.MODEL.WEIGHTS:
-        raise SystemExit("error: set MODEL.WEIGHTS to a trained checkpoint")
+    cfg = setup(args, *config_fns(args.config_file))  # as --eval-only: MODEL.WEIGHTS is required
     written = draw_detections(DefaultPredictor(cfg), cfg, files, args.output, args.confidence)
     for path, n in written:
         print(f"{path}: {n} detections >= {args.confidence}")

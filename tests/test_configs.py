@@ -47,7 +47,10 @@ def test_num_classes_follows_the_training_set_in_setup_and_load_config(tmp_path)
 
 def test_num_classes_on_the_command_line_wins_in_setup_and_load_config(tmp_path):
     opts = ["MODEL.RETINANET.NUM_CLASSES", "3"]
-    assert _setup(tmp_path, "--eval-only", *opts).MODEL.RETINANET.NUM_CLASSES == 3
+    weights = tmp_path / "model.pth"
+    weights.write_bytes(b"")
+    cfg = _setup(tmp_path, "--eval-only", "MODEL.WEIGHTS", str(weights), *opts)
+    assert cfg.MODEL.RETINANET.NUM_CLASSES == 3
     assert load_config(RETINANET_TOY, opts).MODEL.RETINANET.NUM_CLASSES == 3
 
 

@@ -11,7 +11,8 @@ from PIL import Image
 
 from common.data import DatasetError, load_crowdhuman_odgt
 from common.engine import default_argument_parser, setup
-from harness.testing import run_module
+from common.projects import REPO
+from harness.testing import run_module, run_script
 
 CONFIG = "common/configs/retinanet_R-18-FPN_toy.yaml"
 
@@ -96,6 +97,10 @@ def test_crowdhuman_images_are_found_by_extension(tmp_path):
         (["SOLVER.MAX_ITER", "abc"], "bad config"),
         (["SOLVER.CLIP_GRADIENTS.CLIP_TYPE", "global"], "CLIP_TYPE must be one of value, norm, full_model"),
         (["--eval-only", "MODEL.WEIGHTS", "/no/such/model.pth"], "checkpoint not found: /no/such/model.pth"),
+        # evaluating a randomly initialised model exited 0 with AP nan
+        (["--eval-only", "MODEL.WEIGHTS", ""], "MODEL.WEIGHTS is empty: evaluating needs a trained"),
+        (["DATASETS.TRAIN", "()"], "DATASETS.TRAIN is empty: nothing to train on"),
+        (["--eval-only", "DATASETS.TEST", "()"], "DATASETS.TEST is empty"),
         # a node without internet access (.invalid never resolves)
         (["MODEL.WEIGHTS", "https://weights.invalid/R-50.pkl"], "could not be downloaded"),
     ],
@@ -111,6 +116,13 @@ def test_bad_input_gives_one_line_error(tmp_path, argv, message):
 def test_missing_config_file_is_one_line(tmp_path):
     with pytest.raises(SystemExit, match="error: bad config.*does not exist"):
         setup(_args("--config-file", str(tmp_path / "nope.yaml")))
+
+
+def test_train_net_without_arguments_is_one_line(tmp_path):
+    """It died with ``AssertionError: ()`` deep inside detectron2's data loading."""
+    r = run_script(os.path.join(REPO, "projects", "GFL", "train_net.py"), cwd=str(tmp_path))
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert r.stderr.strip().splitlines()[-1].startswith("error: DATASETS.TRAIN is empty")
 
 
 def test_cli_errors_print_one_line_not_a_traceback(tmp_path):
@@ -182,7 +194,9 @@ def test_builtin_coco_json_with_other_categories_is_one_line(tmp_path):
 def test_eval_only_needs_only_the_test_datasets(tmp_path):
     """The PBM README's eval-only command registers only crowdhuman_val."""
     argv = ["--config-file", CONFIG, "DATASETS.TRAIN", "('crowdhuman_train',)", "OUTPUT_DIR", str(tmp_path)]
-    cfg = setup(_args("--eval-only", *argv))
+    weights = tmp_path / "model.pth"
+    weights.write_bytes(b"")
+    cfg = setup(_args("--eval-only", *argv, "MODEL.WEIGHTS", str(weights)))
     assert cfg.DATASETS.TRAIN == ("crowdhuman_train",)
     with pytest.raises(SystemExit, match="dataset 'crowdhuman_train' is not registered"):
         setup(_args(*argv))

@@ -97,3 +97,19 @@ def test_class_histogram_prints_on_todays_numpy():
     (message,) = [r.getMessage() for r in records]
     assert "Distribution of instances among all 2 categories" in message
     assert "|    cat     | 1            |    dog     | 1            |" in message
+
+
+def test_make_help_lists_every_target_and_clean_removes_project_outputs():
+    import os
+    import re
+    import subprocess
+
+    from common.projects import REPO
+
+    makefile = open(os.path.join(REPO, "Makefile")).read()
+    phony = re.search(r"^\.PHONY: (.*)$", makefile, re.M).group(1).split()
+    out = subprocess.run(["make", "-s", "help"], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    listed = [line.split()[1] for line in out.splitlines()]
+    assert listed == phony and all(len(line.split()) > 2 for line in out.splitlines())
+    dry = subprocess.run(["make", "-n", "clean"], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    assert "projects/*/output" in dry

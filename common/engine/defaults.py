@@ -123,6 +123,11 @@ def setup(args, *add_config_fns):
     if cfg.SOLVER.CLIP_GRADIENTS.CLIP_TYPE not in CLIP_TYPES:
         _fail(f"SOLVER.CLIP_GRADIENTS.CLIP_TYPE must be one of {', '.join(CLIP_TYPES)}, "
               f"not {cfg.SOLVER.CLIP_GRADIENTS.CLIP_TYPE}")
+    if not args.eval_only and not cfg.DATASETS.TRAIN:
+        _fail("DATASETS.TRAIN is empty: nothing to train on (give --config-file configs/<config>.yaml; "
+              "--help lists the options)")
+    if args.eval_only and not cfg.DATASETS.TEST:
+        _fail("DATASETS.TEST is empty: nothing to evaluate on")
     if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
         cfg.MODEL.DEVICE = "cpu"
     if cfg.OUTPUT_DIR == "./output" and args.config_file:
@@ -161,7 +166,12 @@ def _check_weights(cfg, args):
     internet access fails here in one line, not in the checkpointer."""
     weights = cfg.MODEL.WEIGHTS
     resuming = args.resume and os.path.exists(os.path.join(cfg.OUTPUT_DIR, "last_checkpoint"))
-    if not weights or resuming:
+    if resuming:
+        return
+    if not weights:
+        if args.eval_only:  # would evaluate a randomly initialised model
+            _fail("MODEL.WEIGHTS is empty: evaluating needs a trained checkpoint "
+                  "(MODEL.WEIGHTS output/<run>/model_final.pth)")
         return
     if "://" not in weights:
         if not os.path.isfile(weights):
