@@ -49,7 +49,7 @@ def draw_detections(predictor, cfg, files, output_dir, confidence=0.5):
 
 
 def run_demo(argv=None):
-    from common.engine import setup
+    from common.engine import load_fitting_checkpoint, setup
     from harness.projects import config_fns
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -57,15 +57,22 @@ def run_demo(argv=None):
     parser.add_argument("--input", required=True, help="an image or a folder of images")
     parser.add_argument("--output", required=True, help="folder for the drawn images")
     parser.add_argument("--confidence", type=float, default=0.5, help="min score drawn")
+    parser.add_argument(
+        "--register-coco", nargs=3, action="append", default=[], metavar=("NAME", "JSON", "IMAGE_DIR"),
+        help="register your COCO-format dataset NAME; with DATASETS.TEST \"('NAME',)\" its classes "
+             "and names are used",
+    )
+    parser.add_argument("--register-crowdhuman", nargs=3, action="append", default=[],
+                        metavar=("NAME", "ODGT", "IMAGE_DIR"), help="the same for a CrowdHuman .odgt")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE")
     args = parser.parse_args(argv)
-    # setup() expects the training parser's fields.
-    args.resume, args.eval_only, args.register_coco, args.register_crowdhuman = (
-        False, True, [], [],
-    )
+    args.resume, args.eval_only = False, True  # setup() as for --eval-only
     files = list_images(args.input)
-    cfg = setup(args, *config_fns(args.config_file))  # as --eval-only: MODEL.WEIGHTS is required
-    written = draw_detections(DefaultPredictor(cfg), cfg, files, args.output, args.confidence)
+    # As --eval-only: MODEL.WEIGHTS is required, the first test set gives the classes.
+    cfg = setup(args, *config_fns(args.config_file))
+    predictor = DefaultPredictor(cfg)
+    load_fitting_checkpoint(predictor.model, cfg.MODEL.WEIGHTS)
+    written = draw_detections(predictor, cfg, files, args.output, args.confidence)
     for path, n in written:
         print(f"{path}: {n} detections >= {args.confidence}")
     return written

@@ -200,3 +200,16 @@ def test_eval_only_needs_only_the_test_datasets(tmp_path):
     assert cfg.DATASETS.TRAIN == ("crowdhuman_train",)
     with pytest.raises(SystemExit, match="dataset 'crowdhuman_train' is not registered"):
         setup(_args(*argv))
+
+
+def test_registering_the_same_files_twice_is_a_no_op_and_other_files_an_error(tmp_path):
+    from common.data import register_coco
+
+    (tmp_path / "img").mkdir()
+    a = _json(tmp_path / "a.json", {"images": [], "annotations": [], "categories": [{"id": 1, "name": "x"}]})
+    b = _json(tmp_path / "b.json", {"images": [], "annotations": [], "categories": [{"id": 1, "name": "y"}]})
+    register_coco("twice_registered", a, str(tmp_path / "img"))
+    register_coco("twice_registered", a, str(tmp_path / "img"))  # the demo calls setup() again
+    with pytest.raises(DatasetError, match="dataset 'twice_registered' is already registered, with other"):
+        register_coco("twice_registered", b, str(tmp_path / "img"))
+    assert MetadataCatalog.get("twice_registered").thing_classes == ["x"]

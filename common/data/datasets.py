@@ -26,8 +26,22 @@ def _require_file(path, what):
         raise DatasetError(f"{what} not found: {path}")
 
 
+def _registered_before(name, **files):
+    """Whether ``name`` is registered with these same files already (setup() run twice in one
+    process, e.g. the demo): then registering is a no-op. Other files under a taken name are an
+    error."""
+    if name not in DatasetCatalog.list():
+        return False
+    meta = MetadataCatalog.get(name)
+    if all(meta.get(k, None) == v for k, v in files.items()):
+        return True
+    raise DatasetError(f"dataset '{name}' is already registered, with other files")
+
+
 def register_coco(name, json_file, image_root, *, check=True):
     """Registers a COCO-format detection json; ``thing_classes`` is read from its categories."""
+    if _registered_before(name, json_file=json_file, image_root=image_root):
+        return
     if check:
         _require_file(json_file, f"dataset '{name}': annotation file")
         _require_file(image_root, f"dataset '{name}': image folder")
@@ -154,12 +168,15 @@ def _image_ext(image_root, image_id):
 def register_crowdhuman(name, odgt_file, image_root, *, image_ext=None, check=True):
     """Registers a CrowdHuman-style dataset (one class, "person"), evaluated with the crowd
     metrics (AP, MR^-2, recall, JI: ``common.evaluation.CrowdHumanEvaluator``) on full boxes."""
+    if _registered_before(name, odgt_file=odgt_file, image_root=image_root):
+        return
     if check:
         _require_file(odgt_file, f"dataset '{name}': annotation file")
         _require_file(image_root, f"dataset '{name}': image folder")
     DatasetCatalog.register(name, lambda: load_crowdhuman_odgt(odgt_file, image_root, image_ext))
     MetadataCatalog.get(name).set(
         thing_classes=list(toy.CROWD_CLASSES),
+        odgt_file=odgt_file,
         image_root=image_root,
         evaluator_type="crowdhuman",
     )

@@ -1,9 +1,17 @@
 """Training engine shared by every train_net.py: parser, setup, Trainer, launch."""
 
-from .defaults import Trainer, add_common_config, default_argument_parser, evaluate, set_num_classes, setup
+from .defaults import (
+    Trainer,
+    add_common_config,
+    default_argument_parser,
+    evaluate,
+    load_fitting_checkpoint,
+    set_num_classes,
+    setup,
+)
 from .launch import launch
 
 __all__ = [
-    "Trainer", "add_common_config", "default_argument_parser", "evaluate", "launch", "set_num_classes",
-    "setup",
+    "Trainer", "add_common_config", "default_argument_parser", "evaluate", "launch",
+    "load_fitting_checkpoint", "set_num_classes", "setup",
 ]

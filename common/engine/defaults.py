@@ -80,14 +80,16 @@ def _merge(cfg, args):
             _fail(f"bad config (in {where}): {msg}")
 
 
-def set_num_classes(cfg, opts=()):
+def set_num_classes(cfg, opts=(), dataset=None):
     """The class-count rule, the same in ``setup()`` and in the tests' configs: every head's
-    NUM_CLASSES follows the training dataset's ``thing_classes`` (a config file's value is
-    replaced), except a ``MODEL.<HEAD>.NUM_CLASSES`` given on the command line (``opts``),
-    which wins. Returns the training set's class count (None if unknown)."""
-    if not cfg.DATASETS.TRAIN:
+    NUM_CLASSES follows the ``thing_classes`` of the dataset in use (``dataset``; default the
+    training set, ``DATASETS.TRAIN[0]``), replacing a config file's value, except a
+    ``MODEL.<HEAD>.NUM_CLASSES`` given on the command line (``opts``), which wins. Returns that
+    dataset's class count (None if unknown)."""
+    dataset = dataset or (cfg.DATASETS.TRAIN[0] if cfg.DATASETS.TRAIN else None)
+    if dataset is None:
         return None
-    meta = MetadataCatalog.get(cfg.DATASETS.TRAIN[0])
+    meta = MetadataCatalog.get(dataset)
     if "thing_classes" not in meta.as_dict():
         return None
     n = len(meta.thing_classes)
@@ -148,7 +150,9 @@ def setup(args, *add_config_fns):
         comm.synchronize()
     if error is not None:
         _fail(error)
-    n = set_num_classes(cfg, args.opts)
+    # The dataset in use decides: the training set, or for --eval-only (and the demo) the
+    # first test set; a checkpoint made for another count stops evaluate() in one line.
+    n = set_num_classes(cfg, args.opts, cfg.DATASETS.TEST[0] if args.eval_only else None)
     if n is not None and not args.eval_only:
         for name, node in cfg.MODEL.items():
             if isinstance(node, CfgNode) and node.get("NUM_CLASSES", n) != n and name != "SEM_SEG_HEAD":
@@ -272,7 +276,24 @@ class Trainer(DefaultTrainer):
 def evaluate(trainer_cls, cfg, args):
     """``--eval-only``: loads ``MODEL.WEIGHTS`` (or the last checkpoint with ``--resume``)."""
     model = trainer_cls.build_model(cfg)
-    DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
-        cfg.MODEL.WEIGHTS, resume=args.resume
-    )
+    checkpointer = DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR)
+    path = checkpointer.get_checkpoint_file() if args.resume and checkpointer.has_checkpoint() \
+        else cfg.MODEL.WEIGHTS
+    load_fitting_checkpoint(model, path)
     return trainer_cls.test(cfg, model)
+
+
+def load_fitting_checkpoint(model, path):
+    """Loads ``path`` into ``model`` for evaluation; a parameter whose shape differs (a model
+    built for another number of classes than the checkpoint) is a one-line error, where
+    detectron2 would skip it with a warning and evaluate a half-loaded model."""
+    checkpointer = DetectionCheckpointer(model)
+    local = checkpointer.path_manager.get_local_path(path)
+    incompatible = checkpointer._load_model(checkpointer._load_file(local))
+    if incompatible is not None and incompatible.incorrect_shapes:
+        key, have, want = incompatible.incorrect_shapes[0]
+        _fail(f"checkpoint {path} does not fit this model: {key} is {tuple(have)} there, "
+              f"{tuple(want)} here ({len(incompatible.incorrect_shapes)} such parameters; trained for "
+              f"another number of classes? the first test set decides it, or MODEL.<HEAD>.NUM_CLASSES)")
+    if incompatible is not None:
+        checkpointer._log_incompatible_keys(incompatible)
