@@ -240,7 +240,7 @@ def run_config(config, data, out_dir, device="cpu", launch_args=(), opts=(), thr
         evaluation, t_eval = run(
             "--eval-only", *test_args, *small, *test_opt, *opts,
             "MODEL.WEIGHTS", os.path.join(out_dir, "model_final.pth"),
-            "OUTPUT_DIR", os.path.join(out_dir, "eval_only"),
+            "OUTPUT_DIR", out_dir,  # its output goes to out_dir/eval_only
         )
     result = ConfigRun(config, out_dir, train, evaluation, (t_train, t_eval))
     _check(result)

@@ -66,7 +66,7 @@ def run_demo(argv=None):
                         metavar=("NAME", "ODGT", "IMAGE_DIR"), help="the same for a CrowdHuman .odgt")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE")
     args = parser.parse_args(argv)
-    args.resume, args.eval_only = False, True  # setup() as for --eval-only
+    args.resume, args.eval_only, args.output_subdir = False, True, "demo"  # setup() as for --eval-only
     files = list_images(args.input)
     # As --eval-only: MODEL.WEIGHTS is required, the first test set gives the classes.
     cfg = setup(args, *config_fns(args.config_file))

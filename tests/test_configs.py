@@ -1,6 +1,7 @@
 """Every config in the repo parses with yaml.safe_load, loads, and builds a model."""
 
 import os
+import re
 
 import pytest
 import yaml
@@ -59,3 +60,28 @@ def test_training_with_another_num_classes_than_its_training_set_fails_in_one_li
                                          "line, but the training set toy_shapes_train has 6 classes"):
         _setup(tmp_path, "MODEL.RETINANET.NUM_CLASSES", "3")
     assert _setup(tmp_path, "MODEL.RETINANET.NUM_CLASSES", "6").MODEL.RETINANET.NUM_CLASSES == 6
+
+
+def test_a_training_folder_of_another_experiment_is_refused(tmp_path):
+    """The same config file trained on other data (or another model) into the same folder
+    overwrote the earlier run, and --resume crashed inside the optimizer."""
+    _setup(tmp_path)  # writes tmp_path/config.yaml, as every training run does
+    assert _setup(tmp_path, "SOLVER.MAX_ITER", "7").SOLVER.MAX_ITER == 7  # a schedule change is fine
+    for argv, difference in [
+        (["MODEL.RETINANET.FOCAL_LOSS_GAMMA", "3.0"],
+         "MODEL.RETINANET.FOCAL_LOSS_GAMMA is 2.0 there, 3.0 here"),
+        (["--resume", "DATASETS.TRAIN", "('toy_shapes_val',)"],
+         "DATASETS.TRAIN is ['toy_shapes_train'] there"),
+    ]:
+        with pytest.raises(SystemExit, match=re.escape(f"holds another experiment ({difference}")):
+            _setup(tmp_path, *argv)
+
+
+def test_eval_only_writes_beside_the_run_not_over_it(tmp_path):
+    config = (_setup(tmp_path), (tmp_path / "config.yaml").read_text())[1]
+    weights = tmp_path / "model.pth"
+    weights.write_bytes(b"")
+    cfg = _setup(tmp_path, "--eval-only", "MODEL.WEIGHTS", str(weights))
+    assert cfg.OUTPUT_DIR == str(tmp_path / "eval_only")
+    assert (tmp_path / "config.yaml").read_text() == config
+    assert (tmp_path / "eval_only" / "config.yaml").is_file()

@@ -9,6 +9,7 @@ import os
 import weakref
 
 import torch
+import yaml
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import CfgNode, get_cfg
 from detectron2.data import MetadataCatalog
@@ -159,9 +160,50 @@ def setup(args, *add_config_fns):
                 _fail(f"MODEL.{name}.NUM_CLASSES is {node.NUM_CLASSES} on the command line, but the "
                       f"training set {cfg.DATASETS.TRAIN[0]} has {n} classes")
     _check_weights(cfg, args)
+    if args.eval_only:
+        # --eval-only and the demo write beside the run whose checkpoint they read, not over its
+        # config.yaml, log and results (--resume reads that run's last checkpoint).
+        cfg.OUTPUT_DIR = os.path.join(cfg.OUTPUT_DIR, getattr(args, "output_subdir", "eval_only"))
+    else:
+        _check_output_dir(cfg)
     cfg.freeze()
     default_setup(cfg, args)
     return cfg
+
+
+def _first_difference(old, new, prefix):
+    if isinstance(old, dict) and isinstance(new, dict):
+        for key in sorted(set(old) | set(new)):
+            found = _first_difference(old.get(key), new.get(key), f"{prefix}.{key}")
+            if found:
+                return found
+        return None
+    return None if old == new else f"{prefix} is {old} there, {new} here"
+
+
+def _check_output_dir(cfg):
+    """A training folder holds one experiment: one whose saved config.yaml trains another model
+    or on other data (e.g. the same config file with a dataset of one's own, then the toy data)
+    is refused, with or without --resume, instead of being overwritten or resumed with the
+    wrong optimizer state. The schedule and the weights to start from may change."""
+    saved = os.path.join(cfg.OUTPUT_DIR, "config.yaml")
+    if not os.path.isfile(saved):
+        return
+    try:
+        with open(saved) as f:
+            old = yaml.safe_load(f)
+        old = {"MODEL": old["MODEL"], "DATASETS": {"TRAIN": old["DATASETS"]["TRAIN"]}}
+    except (OSError, yaml.YAMLError, KeyError, TypeError):
+        return  # not a config this engine wrote
+    new = yaml.safe_load(cfg.dump())
+    new = {"MODEL": new["MODEL"], "DATASETS": {"TRAIN": new["DATASETS"]["TRAIN"]}}
+    for node in (old["MODEL"], new["MODEL"]):
+        for key in ("WEIGHTS", "DEVICE"):
+            node.pop(key, None)
+    difference = _first_difference(old, new, "")
+    if difference:
+        _fail(f"{cfg.OUTPUT_DIR} holds another experiment ({difference.lstrip('.')}, in its config.yaml): "
+              "set OUTPUT_DIR to a folder of its own")
 
 
 def _check_weights(cfg, args):
@@ -274,9 +316,10 @@ class Trainer(DefaultTrainer):
 
 
 def evaluate(trainer_cls, cfg, args):
-    """``--eval-only``: loads ``MODEL.WEIGHTS`` (or the last checkpoint with ``--resume``)."""
+    """``--eval-only``: loads ``MODEL.WEIGHTS`` (or the run's last checkpoint with ``--resume``)."""
     model = trainer_cls.build_model(cfg)
-    checkpointer = DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR)
+    # setup() put this evaluation's output into a subfolder of the run (OUTPUT_DIR/eval_only).
+    checkpointer = DetectionCheckpointer(model, save_dir=os.path.dirname(cfg.OUTPUT_DIR))
     path = checkpointer.get_checkpoint_file() if args.resume and checkpointer.has_checkpoint() \
         else cfg.MODEL.WEIGHTS
     load_fitting_checkpoint(model, path)
