@@ -3,6 +3,7 @@ one-line errors for bad input."""
 
 import json
 import os
+import re
 
 import numpy as np
 import pytest
@@ -213,3 +214,58 @@ def test_registering_the_same_files_twice_is_a_no_op_and_other_files_an_error(tm
     with pytest.raises(DatasetError, match="dataset 'twice_registered' is already registered, with other"):
         register_coco("twice_registered", b, str(tmp_path / "img"))
     assert MetadataCatalog.get("twice_registered").thing_classes == ["x"]
+
+
+def _user_dataset(tmp_path, images=None, annotations=None, categories=None):
+    """A small COCO json of one's own (2 images on disk) for the registration checks."""
+    (tmp_path / "img").mkdir(exist_ok=True)
+    for n in ("a.png", "b.png"):
+        Image.fromarray(np.zeros((40, 60, 3), np.uint8)).save(tmp_path / "img" / n)
+    data = {
+        "images": images or [{"id": 1, "file_name": "a.png", "height": 40, "width": 60},
+                             {"id": 2, "file_name": "b.png", "height": 40, "width": 60}],
+        "annotations": annotations or [
+            {"id": 1, "image_id": 1, "category_id": 3, "bbox": [5, 5, 20, 10], "area": 200, "iscrowd": 0}],
+        "categories": categories or [{"id": 3, "name": "cat"}, {"id": 7, "name": "dog"}],
+    }
+    return _json(tmp_path / "mine.json", data), str(tmp_path / "img")
+
+
+@pytest.mark.parametrize("images, annotations, message", [
+    ([{"id": 1, "file_name": "a.png"}], None, "1 images have no height/width, e.g. image id 1"),
+    ([{"id": 1, "file_name": "gone.png", "height": 4, "width": 4}], None,
+     "1 of 1 image files are not under"),
+    (None, [{"id": 1, "image_id": 1, "category_id": 5, "bbox": [1, 1, 2, 2]}],
+     "annotations with category ids not in 'categories': [5]"),
+])
+def test_a_bad_coco_json_is_refused_at_registration_in_one_line(tmp_path, images, annotations, message):
+    from common.data import register_coco
+
+    json_file, image_root = _user_dataset(tmp_path, images, annotations)
+    with pytest.raises(DatasetError, match=re.escape(message)) as e:
+        register_coco(f"bad_{tmp_path.name}", json_file, image_root)
+    assert "\n" not in str(e.value)
+
+
+def test_non_positive_boxes_are_dropped_and_missing_coco_fields_filled(tmp_path, monkeypatch):
+    from common.data import register_coco
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    annotations = [
+        {"id": 1, "image_id": 1, "category_id": 3, "bbox": [5, 5, 20, 10]},  # no iscrowd, no area
+        {"id": 2, "image_id": 1, "category_id": 7, "bbox": [5, 5, 0, 10], "area": 0, "iscrowd": 0},
+        {"id": 3, "image_id": 2, "category_id": 7, "bbox": [9, 9, 4, -1], "area": 0, "iscrowd": 0},
+    ]
+    json_file, image_root = _user_dataset(tmp_path, annotations=annotations)
+    register_coco("repaired_mine", json_file, image_root)
+    meta = MetadataCatalog.get("repaired_mine")
+    assert meta.source_json == json_file and meta.json_file.startswith(str(tmp_path / "cache"))
+    repaired = json.load(open(meta.json_file))
+    assert repaired["annotations"] == [dict(annotations[0], iscrowd=0, area=200)]
+    dicts = DatasetCatalog.get("repaired_mine")
+    assert [len(d["annotations"]) for d in dicts] == [1, 0]
+    # A json that needs nothing is used as it is.
+    (tmp_path / "clean").mkdir()
+    clean, clean_images = _user_dataset(tmp_path / "clean")
+    register_coco("clean_mine", clean, clean_images)
+    assert MetadataCatalog.get("clean_mine").json_file == clean

@@ -6,7 +6,9 @@ and generated on first use. Custom data registers from the command line
 no code edits; the class count comes from the dataset's metadata.
 """
 
+import hashlib
 import json
+import logging
 import os
 import re
 
@@ -15,6 +17,8 @@ from detectron2.data.datasets import load_coco_json
 from detectron2.structures import BoxMode
 
 from . import toy
+
+logger = logging.getLogger(__name__)
 
 
 class DatasetError(ValueError):
@@ -39,17 +43,77 @@ def _registered_before(name, **files):
 
 
 def register_coco(name, json_file, image_root, *, check=True):
-    """Registers a COCO-format detection json; ``thing_classes`` is read from its categories."""
-    if _registered_before(name, json_file=json_file, image_root=image_root):
+    """Registers a COCO-format detection json; ``thing_classes`` is read from its categories.
+    With ``check`` (``--register-coco``) the json is checked first (:func:`checked_coco_json`)
+    and what is read, and evaluated against, is the checked json."""
+    if _registered_before(name, source_json=json_file, image_root=image_root):
         return
+    source = json_file
     if check:
         _require_file(json_file, f"dataset '{name}': annotation file")
         _require_file(image_root, f"dataset '{name}': image folder")
+        json_file = checked_coco_json(name, json_file, image_root)
     DatasetCatalog.register(name, lambda: load_coco_json(json_file, image_root, name))
     meta = MetadataCatalog.get(name)
-    meta.set(json_file=json_file, image_root=image_root, evaluator_type="coco")
+    meta.set(json_file=json_file, source_json=source, image_root=image_root, evaluator_type="coco")
     if check:
         meta.set(thing_classes=[c["name"] for c in coco_categories(json_file)])
+
+
+def checked_coco_json(name, json_file, image_root):
+    """Checks a COCO json before anything trains on it, in one pass over the file.
+
+    One-line DatasetError for what would crash later (a KeyError in detectron2's loader, a
+    missing file when first sampled): an image without ``height``/``width``, an image file
+    that does not exist, an annotation whose ``category_id`` is not in ``categories``. What
+    can be repaired is, with a warning that counts it: boxes with non-positive width or height
+    are dropped (detectron2 would drop them silently), a missing ``iscrowd`` becomes 0 and a
+    missing ``area`` the box's area (pycocotools' evaluation reads both). Returns
+    ``json_file``, or the path of a repaired copy in the user's cache folder."""
+    with open(json_file) as f:
+        try:
+            data = json.load(f)
+        except json.JSONDecodeError as e:
+            raise DatasetError(f"dataset '{name}': {json_file} is not valid json ({e})") from None
+    images, annotations = data.get("images", []), data.get("annotations", [])
+    where = f"dataset '{name}' ({json_file})"
+    no_size = [im.get("id") for im in images if not {"height", "width"} <= set(im)]
+    if no_size:
+        raise DatasetError(f"{where}: {len(no_size)} images have no height/width, e.g. image id "
+                           f"{no_size[0]}; COCO's format needs both")
+    missing = [im["file_name"] for im in images
+               if not os.path.isfile(os.path.join(image_root, im.get("file_name", "")))]
+    if missing:
+        raise DatasetError(f"{where}: {len(missing)} of {len(images)} image files are not under "
+                           f"{image_root}, e.g. {missing[0]!r}")
+    known = {c["id"] for c in coco_categories(json_file)}
+    unknown = sorted({a.get("category_id") for a in annotations} - known, key=str)
+    if unknown:
+        raise DatasetError(f"{where}: annotations with category ids not in 'categories': {unknown[:5]}")
+    kept = [a for a in annotations if len(a.get("bbox", ())) == 4 and a["bbox"][2] > 0 and a["bbox"][3] > 0]
+    dropped = len(annotations) - len(kept)
+    no_crowd = sum("iscrowd" not in a for a in kept)
+    no_area = sum("area" not in a for a in kept)
+    if not (dropped or no_crowd or no_area):
+        return json_file
+    for a in kept:
+        a.setdefault("iscrowd", 0)
+        a.setdefault("area", a["bbox"][2] * a["bbox"][3])
+    data["annotations"] = kept
+    stat = os.stat(json_file)
+    key = f"{os.path.abspath(json_file)}:{stat.st_size}:{stat.st_mtime_ns}"
+    cache = os.path.join(os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")),
+                         "detection-papers", "checked-coco")
+    os.makedirs(cache, exist_ok=True)
+    out = os.path.join(cache, f"{name}-{hashlib.sha1(key.encode()).hexdigest()[:12]}.json")
+    tmp = f"{out}.{os.getpid()}.tmp"
+    with open(tmp, "w") as f:
+        json.dump(data, f)
+    os.replace(tmp, out)
+    logger.warning(f"{where}: dropped {dropped} boxes of non-positive width or height; set iscrowd 0 "
+                   f"on {no_crowd} and area to the box area on {no_area} annotations without them "
+                   f"(training and evaluation read the repaired copy {out})")
+    return out
 
 
 def coco_categories(json_file):
