@@ -269,3 +269,28 @@ def test_non_positive_boxes_are_dropped_and_missing_coco_fields_filled(tmp_path,
     clean, clean_images = _user_dataset(tmp_path / "clean")
     register_coco("clean_mine", clean, clean_images)
     assert MetadataCatalog.get("clean_mine").json_file == clean
+
+
+def test_an_unreadable_image_stops_training_with_its_name_or_is_skipped(tmp_path):
+    from common.engine import Trainer
+
+    annotations = [{"id": i, "image_id": i, "category_id": 3, "bbox": [5, 5, 20, 10], "area": 200,
+                    "iscrowd": 0} for i in (1, 2)]
+    json_file, image_root = _user_dataset(tmp_path, annotations=annotations)
+    (tmp_path / "img" / "b.png").write_bytes(b"not a png")  # exists, so registration accepts it
+    name = f"unreadable_{tmp_path.name}"
+
+    def trainer(out, *opts):
+        cfg = setup(_args("--config-file", CONFIG, "--register-coco", name, json_file, image_root,
+                          "DATASETS.TRAIN", f"('{name}',)", "DATASETS.TEST", "()", "SOLVER.MAX_ITER", "2",
+                          "SOLVER.IMS_PER_BATCH", "2", "DATALOADER.NUM_WORKERS", "0",
+                          "OUTPUT_DIR", str(tmp_path / out), *opts))
+        return Trainer(cfg)
+
+    with pytest.raises(DatasetError, match=r"unreadable image .*b\.png .*SKIP_BAD_IMAGES True skips"):
+        trainer("stop").train()
+    t = trainer("skip", "DATALOADER.SKIP_BAD_IMAGES", "True")
+    t.train()
+    assert t.iter == 2  # both iterations ran, on the readable image
+    skipped = (tmp_path / "skip" / "skipped_images.txt").read_text().split()
+    assert set(skipped) == {str(tmp_path / "img" / "b.png")}

@@ -113,3 +113,13 @@ def test_make_help_lists_every_target_and_clean_removes_project_outputs():
     assert listed == phony and all(len(line.split()) > 2 for line in out.splitlines())
     dry = subprocess.run(["make", "-n", "clean"], cwd=REPO, capture_output=True, text=True, check=True).stdout
     assert "projects/*/output" in dry
+
+
+def test_map_dataset_falls_back_to_another_sample_on_python_3_11():
+    """v0.6 drew the fallback index with random.sample on a set, which Python 3.11 refuses (fixed
+    upstream in 400a49c1; in ci/detectron2/v0.6-compat.patch): a mapper that returns None for
+    one sample (a skipped image) crashed the data loader."""
+    from detectron2.data.common import MapDataset
+
+    dataset = MapDataset(["bad", "good1", "good2"], lambda x: None if x == "bad" else x)
+    assert dataset[0] in ("good1", "good2")

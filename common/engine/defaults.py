@@ -12,8 +12,8 @@ import torch
 import yaml
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import CfgNode, get_cfg
-from detectron2.data import MetadataCatalog
-from detectron2.engine import DefaultTrainer, SimpleTrainer, TrainerBase, default_setup
+from detectron2.data import DatasetMapper, MetadataCatalog, build_detection_train_loader
+from detectron2.engine import DefaultTrainer, HookBase, SimpleTrainer, TrainerBase, default_setup
 from detectron2.engine import default_argument_parser as _d2_parser
 from detectron2.engine.train_loop import AMPTrainer
 from detectron2.evaluation import COCOEvaluator
@@ -45,6 +45,9 @@ def add_common_config(cfg):
     add_fcos_config(cfg)
     # "SGD" (detectron2's default) or "ADAMW" (used by the from-scratch toy configs).
     cfg.SOLVER.OPTIMIZER = "SGD"
+    # An image file that cannot be read stops training with its name (False), or is skipped
+    # with a warning, listed in OUTPUT_DIR/skipped_images.txt and counted at the end (True).
+    cfg.DATALOADER.SKIP_BAD_IMAGES = False
 
 
 def default_argument_parser(epilog=None):
@@ -231,6 +234,44 @@ def _check_weights(cfg, args):
               f"download {url} on another machine and set MODEL.WEIGHTS to that file")
 
 
+def _skipped_images_file(cfg):
+    return os.path.join(cfg.OUTPUT_DIR, "skipped_images.txt")
+
+
+class ImageCheckingMapper:
+    """A dataset mapper whose image files may be unreadable (corrupt, truncated, gone): such an
+    image stops training with its name, or with ``skip`` is skipped (detectron2's MapDataset
+    then samples another one) with a warning, and listed in ``record``."""
+
+    def __init__(self, mapper, skip, record):
+        self.mapper, self.skip, self.record = mapper, skip, record
+
+    def __call__(self, dataset_dict):
+        try:
+            return self.mapper(dataset_dict)
+        except OSError as e:  # PIL's UnidentifiedImageError, truncated files, missing files
+            name = dataset_dict.get("file_name", "?")
+            if not self.skip:
+                raise DatasetError(f"unreadable image {name} ({e}); DATALOADER.SKIP_BAD_IMAGES True "
+                                   "skips such images") from e
+            logging.getLogger(__name__).warning(f"skipped unreadable image {name} ({e})")
+            with open(self.record, "a") as f:
+                f.write(name + "\n")
+            return None
+
+
+class _CountSkippedImages(HookBase):
+    def __init__(self, record):
+        self.record = record
+
+    def after_train(self):
+        if os.path.isfile(self.record):
+            with open(self.record) as f:
+                names = set(f.read().split())
+            logging.getLogger(__name__).warning(
+                f"training skipped {len(names)} unreadable images (listed in {self.record})")
+
+
 class Trainer(DefaultTrainer):
     """detectron2's DefaultTrainer with COCO evaluation through pycocotools (crowd metrics for
     CrowdHuman-style datasets), an AdamW option, whole-model gradient-norm clipping,
@@ -274,6 +315,17 @@ class Trainer(DefaultTrainer):
     def load_state_dict(self, state_dict):
         super().load_state_dict(state_dict)
         self._trainer.load_state_dict(state_dict["_trainer"])
+
+    @classmethod
+    def build_train_loader(cls, cfg, mapper=None):
+        """detectron2's loader with ``mapper`` (default: DatasetMapper), whose unreadable images
+        stop training with their name or are skipped (``DATALOADER.SKIP_BAD_IMAGES``)."""
+        mapper = ImageCheckingMapper(mapper or DatasetMapper(cfg, is_train=True),
+                                     cfg.DATALOADER.SKIP_BAD_IMAGES, _skipped_images_file(cfg))
+        return build_detection_train_loader(cfg, mapper=mapper)
+
+    def build_hooks(self):
+        return super().build_hooks() + [_CountSkippedImages(_skipped_images_file(self.cfg))]
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):

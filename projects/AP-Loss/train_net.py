@@ -8,7 +8,6 @@
 """
 
 from ap_loss import BoxAwareDatasetMapper, add_ap_loss_config, build_ssd_augmentation
-from detectron2.data import build_detection_train_loader
 
 from common.engine import Trainer, default_argument_parser, evaluate, launch, setup
 
@@ -23,7 +22,7 @@ class APLossTrainer(Trainer):
         if not cfg.MODEL.AP_LOSS.SSD_AUGMENTATION:
             return super().build_train_loader(cfg)
         mapper = BoxAwareDatasetMapper(cfg, is_train=True, augmentations=build_ssd_augmentation(cfg))
-        return build_detection_train_loader(cfg, mapper=mapper)
+        return super().build_train_loader(cfg, mapper=mapper)
 
 
 # This entry, as the repo's tools (harness/: tests, make bench, the demo) find it.

@@ -10,7 +10,6 @@
     python train_net.py --config-file ... --resume
 """
 
-from detectron2.data import build_detection_train_loader
 from pbm import PairedDatasetMapper, add_pbm_config
 
 from common.engine import Trainer as BaseTrainer
@@ -22,7 +21,7 @@ class Trainer(BaseTrainer):
     def build_train_loader(cls, cfg):
         if cfg.MODEL.META_ARCHITECTURE != "PBMRCNN":
             return super().build_train_loader(cfg)  # the baseline: full boxes only
-        return build_detection_train_loader(cfg, mapper=PairedDatasetMapper(cfg, is_train=True))
+        return super().build_train_loader(cfg, mapper=PairedDatasetMapper(cfg, is_train=True))
 
 
 # This entry, as the repo's tools (harness/: tests, make bench, the demo) find it.
