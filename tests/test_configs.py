@@ -85,3 +85,12 @@ def test_eval_only_writes_beside_the_run_not_over_it(tmp_path):
     assert cfg.OUTPUT_DIR == str(tmp_path / "eval_only")
     assert (tmp_path / "config.yaml").read_text() == config
     assert (tmp_path / "eval_only" / "config.yaml").is_file()
+
+
+def test_config_file_names_are_unique_across_the_repo():
+    """The stem names the default output folder (output/<stem>): two projects shipping the same
+    name shared one folder (AugFPN's and InterNet's Faster R-CNN baselines did)."""
+    from collections import Counter
+
+    stems = Counter(os.path.splitext(os.path.basename(p))[0] for p in config_files())
+    assert [s for s, n in stems.items() if n > 1] == []

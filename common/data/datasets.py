@@ -90,6 +90,8 @@ def checked_coco_json(name, json_file, image_root):
     unknown = sorted({a.get("category_id") for a in annotations} - known, key=str)
     if unknown:
         raise DatasetError(f"{where}: annotations with category ids not in 'categories': {unknown[:5]}")
+    if not annotations:
+        logger.warning(f"{where}: no annotations at all (every image is background)")
     kept = [a for a in annotations if len(a.get("bbox", ())) == 4 and a["bbox"][2] > 0 and a["bbox"][3] > 0]
     dropped = len(annotations) - len(kept)
     no_crowd = sum("iscrowd" not in a for a in kept)
