@@ -10,7 +10,8 @@
     python tools/visualize_assignment.py --config-file configs/toy/autoassign_R-18-FPN_toy.yaml \\
         MODEL.WEIGHTS output/autoassign_R-18-FPN_toy/model_final.pth
 
-Also writes ``assignment.json``: mu and sigma per class, and for the image the share of each
+Without ``MODEL.WEIGHTS`` it draws the untrained model's initial assignment. Also writes
+``assignment.json``: mu and sigma per class, and for the image the share of each
 GT's positive weight on each level.
 """
 
@@ -131,8 +132,11 @@ def main(argv=None):
                         help="index in the test set (default: the first image with 3 or more objects)")
     parser.add_argument("opts", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
+    # With MODEL.WEIGHTS, set up as --eval-only (which requires them); without, the untrained
+    # model's initial assignment is drawn (mu 0, sigma 1: what the tests check).
+    mode = ["--eval-only"] if "MODEL.WEIGHTS" in args.opts[0::2] else []
     setup_args = train_net.default_argument_parser().parse_args(
-        ["--config-file", args.config_file, "--eval-only", *args.opts, "MODEL.DEVICE", "cpu",
+        ["--config-file", args.config_file, *mode, *args.opts, "MODEL.DEVICE", "cpu",
          "OUTPUT_DIR", args.out]
     )
     cfg = train_net.setup(setup_args, train_net.add_autoassign_config)
