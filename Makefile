@@ -35,10 +35,12 @@ gpu-check: install
 lint: install
 	$(PY) -m ruff check .
 
-# Speed and size of every toy config (output/bench/), then each project's tools/benchmark_*.py.
+# Speed/size of every toy config, each project's tools/benchmark_*.py, the COCO-size data check.
+# (tables in output/bench/)
 bench: install
 	$(PY) -m harness.bench --out output/bench
 	for tool in projects/*/tools/benchmark_*.py; do $(PY) $$tool || exit 1; done
+	$(PY) -m common.benchmark.coco_check
 
 # Trains every baseline on toy_shapes to its full toy schedule and evaluates it (CPU, minutes each).
 toy: install

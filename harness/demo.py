@@ -49,7 +49,7 @@ def draw_detections(predictor, cfg, files, output_dir, confidence=0.5):
 
 
 def run_demo(argv=None):
-    from common.engine import load_fitting_checkpoint, setup
+    from common.engine import add_dataset_arguments, load_fitting_checkpoint, setup
     from harness.projects import config_fns
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -57,13 +57,8 @@ def run_demo(argv=None):
     parser.add_argument("--input", required=True, help="an image or a folder of images")
     parser.add_argument("--output", required=True, help="folder for the drawn images")
     parser.add_argument("--confidence", type=float, default=0.5, help="min score drawn")
-    parser.add_argument(
-        "--register-coco", nargs=3, action="append", default=[], metavar=("NAME", "JSON", "IMAGE_DIR"),
-        help="register your COCO-format dataset NAME; with DATASETS.TEST \"('NAME',)\" its classes "
-             "and names are used",
-    )
-    parser.add_argument("--register-crowdhuman", nargs=3, action="append", default=[],
-                        metavar=("NAME", "ODGT", "IMAGE_DIR"), help="the same for a CrowdHuman .odgt")
+    # Your own dataset: with DATASETS.TEST "('NAME',)" its classes and their names are used.
+    add_dataset_arguments(parser)
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE")
     args = parser.parse_args(argv)
     args.resume, args.eval_only, args.output_subdir = False, True, "demo"  # setup() as for --eval-only

@@ -3,6 +3,7 @@
 from .defaults import (
     Trainer,
     add_common_config,
+    add_dataset_arguments,
     default_argument_parser,
     evaluate,
     load_fitting_checkpoint,
@@ -12,6 +13,6 @@ from .defaults import (
 from .launch import launch
 
 __all__ = [
-    "Trainer", "add_common_config", "default_argument_parser", "evaluate", "launch",
+    "Trainer", "add_common_config", "add_dataset_arguments", "default_argument_parser", "evaluate", "launch",
     "load_fitting_checkpoint", "set_num_classes", "setup",
 ]

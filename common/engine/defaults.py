@@ -52,7 +52,11 @@ def add_common_config(cfg):
 
 def default_argument_parser(epilog=None):
     """detectron2's parser plus command-line dataset registration."""
-    parser = _d2_parser(epilog)
+    return add_dataset_arguments(_d2_parser(epilog))
+
+
+def add_dataset_arguments(parser):
+    """``--register-coco`` and ``--register-crowdhuman`` (repeatable), which ``setup()`` reads."""
     parser.add_argument(
         "--register-coco", nargs=3, action="append", default=[],
         metavar=("NAME", "JSON", "IMAGE_DIR"),
@@ -98,11 +102,16 @@ def set_num_classes(cfg, opts=(), dataset=None):
         return None
     n = len(meta.thing_classes)
     given = set(list(opts)[0::2])
-    for name, node in cfg.MODEL.items():
-        if (isinstance(node, CfgNode) and "NUM_CLASSES" in node and name != "SEM_SEG_HEAD"
-                and f"MODEL.{name}.NUM_CLASSES" not in given):
+    for name, node in _class_heads(cfg):
+        if f"MODEL.{name}.NUM_CLASSES" not in given:
             node.NUM_CLASSES = n
     return n
+
+
+def _class_heads(cfg):
+    """``(name, node)`` of every ``MODEL.<HEAD>`` with a NUM_CLASSES of detected things."""
+    return [(name, node) for name, node in cfg.MODEL.items()
+            if isinstance(node, CfgNode) and "NUM_CLASSES" in node and name != "SEM_SEG_HEAD"]
 
 
 def setup(args, *add_config_fns):
@@ -158,8 +167,8 @@ def setup(args, *add_config_fns):
     # first test set; a checkpoint made for another count stops evaluate() in one line.
     n = set_num_classes(cfg, args.opts, cfg.DATASETS.TEST[0] if args.eval_only else None)
     if n is not None and not args.eval_only:
-        for name, node in cfg.MODEL.items():
-            if isinstance(node, CfgNode) and node.get("NUM_CLASSES", n) != n and name != "SEM_SEG_HEAD":
+        for name, node in _class_heads(cfg):
+            if node.NUM_CLASSES != n:
                 _fail(f"MODEL.{name}.NUM_CLASSES is {node.NUM_CLASSES} on the command line, but the "
                       f"training set {cfg.DATASETS.TRAIN[0]} has {n} classes")
     _check_weights(cfg, args)
