@@ -348,18 +348,24 @@ class Trainer(DefaultTrainer):
         return COCOEvaluator(dataset_name, output_dir=output_folder, use_fast_impl=False)
 
     @classmethod
-    def build_optimizer(cls, cfg, model):
-        """detectron2's parameter groups with SGD (its default) or AdamW, and gradient clipping:
-        detectron2's per-parameter "value" / "norm", or "full_model": the norm of all gradients
-        together, as ``torch.nn.utils.clip_grad_norm_`` over every parameter, the way
-        mmdetection's ``grad_clip=dict(max_norm=35, norm_type=2)`` clips."""
-        params = get_default_optimizer_params(
+    def optimizer_params(cls, cfg, model):
+        """detectron2's parameter groups (lr and weight decay per parameter from the SOLVER
+        keys); a project whose official optimizer groups them otherwise overrides this."""
+        return get_default_optimizer_params(
             model,
             base_lr=cfg.SOLVER.BASE_LR,
             weight_decay_norm=cfg.SOLVER.WEIGHT_DECAY_NORM,
             bias_lr_factor=cfg.SOLVER.BIAS_LR_FACTOR,
             weight_decay_bias=cfg.SOLVER.WEIGHT_DECAY_BIAS,
         )
+
+    @classmethod
+    def build_optimizer(cls, cfg, model):
+        """detectron2's parameter groups with SGD (its default) or AdamW, and gradient clipping:
+        detectron2's per-parameter "value" / "norm", or "full_model": the norm of all gradients
+        together, as ``torch.nn.utils.clip_grad_norm_`` over every parameter, the way
+        mmdetection's ``grad_clip=dict(max_norm=35, norm_type=2)`` clips."""
+        params = cls.optimizer_params(cfg, model)
         optimizer, kwargs = torch.optim.AdamW, {}
         if cfg.SOLVER.OPTIMIZER.upper() == "SGD":
             optimizer = torch.optim.SGD

@@ -7,12 +7,22 @@
     python train_net.py --config-file ... --resume
 """
 
-from gfl import add_gfl_config
+from gfl import add_gfl_config, gfl_optimizer_params
 
 from common.engine import Trainer, default_argument_parser, evaluate, launch, setup
 
+
+class GFLTrainer(Trainer):
+    """The shared trainer with the official optimizer's parameter groups (norm-layer biases
+    are norm parameters, not biases: ``gfl_optimizer_params``)."""
+
+    @classmethod
+    def optimizer_params(cls, cfg, model):
+        return gfl_optimizer_params(cfg, model)
+
+
 # This entry, as the repo's tools (harness/: tests, make bench, the demo) find it.
-TRAINER = Trainer
+TRAINER = GFLTrainer
 CONFIG_FNS = (add_gfl_config,)
 
 

@@ -21,6 +21,10 @@ def add_gfl_config(cfg):
     # each level are its candidates ("topk").
     _C.GFL.ANCHOR_SCALE = 8.0
     _C.GFL.ATSS_TOPK = 9
+    # Where a location (anchor centre) lies in its stride x stride cell, in strides: 0.5, the
+    # cell centre, as the official 1.x code (anchors centred at (stride - 1) / 2 in its "+1"
+    # pixel convention); 0.0, the cell corner, as mmdetection 2.x and 3.x.
+    _C.GFL.ANCHOR_OFFSET = 0.5
     # beta of Quality Focal Loss and the weights of the three losses (the paper's total loss:
     # lambda_0 for GIoU, lambda_1 for DFL; QFL has weight 1).
     _C.GFL.QFL_BETA = 2.0

@@ -79,13 +79,11 @@ class GFL(DenseDetector):
             "backbone": backbone,
             "head": GFLHead(cfg, shapes),
             "head_in_features": c.IN_FEATURES,
-            # offset 0.5: a location is the centre of its stride x stride cell, as the official
-            # (mmdet 1.x) anchors centred at (stride - 1) / 2 in its pixel convention.
             "anchor_generator": DefaultAnchorGenerator(
                 sizes=[[c.ANCHOR_SCALE * s] for s in strides],
                 aspect_ratios=[[1.0]],
                 strides=strides,
-                offset=0.5,
+                offset=c.ANCHOR_OFFSET,
             ),
             "num_classes": c.NUM_CLASSES,
             "reg_max": c.REG_MAX,
@@ -177,7 +175,8 @@ class GFL(DenseDetector):
         weight = logits.detach().sigmoid().amax(dim=2)[pos]
         weight_sum = normalizer_over_processes(weight.sum(), 1e-6)
         loss_giou = (weight * giou_loss(pred_boxes, target_boxes)).sum() / weight_sum
-        target_ltrb = boxes_to_ltrb(points, target_boxes).clamp(min=0, max=n - 0.01)
+        # Official (1.x bbox2distance dt=0.1; mmdetection 2.x / 3.x eps=0.1): below n by 0.1.
+        target_ltrb = boxes_to_ltrb(points, target_boxes).clamp(min=0, max=n - 0.1)
         dfl = distribution_focal_loss(pos_reg.reshape(-1, n + 1), target_ltrb.flatten())
         loss_dfl = (weight[:, None] * dfl.view(-1, 4)).sum() / 4 / weight_sum
         return {

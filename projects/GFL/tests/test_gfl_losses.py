@@ -88,11 +88,11 @@ def test_dfl_between_bins_weights_the_two_neighbours():
 
 
 def test_dfl_at_the_clamp_puts_its_weight_on_the_last_bin():
-    # The head clamps targets to n - 0.01 (n = 16): 0.01 on bin 15, 0.99 on bin 16.
+    # The head clamps targets to n - 0.1 (n = 16): 0.1 on bin 15, 0.9 on bin 16.
     logits = torch.arange(17.0)[None] * 0.1
     log_p = logits.log_softmax(dim=1)[0]
-    loss = distribution_focal_loss(logits, torch.tensor([16 - 0.01]))
-    assert loss.item() == pytest.approx(-(0.01 * log_p[15] + 0.99 * log_p[16]).item(), rel=1e-5)
+    loss = distribution_focal_loss(logits, torch.tensor([16 - 0.1]))
+    assert loss.item() == pytest.approx(-(0.1 * log_p[15] + 0.9 * log_p[16]).item(), rel=1e-5)
 
 
 def test_dfl_gradient_is_softmax_minus_the_two_bin_target():

@@ -10,7 +10,7 @@ from detectron2.modeling import build_model
 from detectron2.structures import Boxes
 from detectron2.utils.events import EventStorage
 
-from harness.projects import load_config
+from harness.projects import load_config, trainer_class
 from harness.testing import assert_split_invariant, check_eval_output, make_instances
 
 PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -30,6 +30,31 @@ def logit(p):
 
 
 # ---- architecture ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("offset, first_centre", [(0.5, 4.0), (0.0, 0.0)])
+def test_anchor_offset_places_the_locations(offset, first_centre):
+    """MODEL.GFL.ANCHOR_OFFSET: 0.5 (official 1.x) puts P3's first location at the centre of
+    its 8 px cell, 0.0 (mmdetection 2.x / 3.x) at its corner; the anchor is 8 x stride."""
+    model = toy_model(6, "MODEL.GFL.ANCHOR_OFFSET", str(offset))
+    (p3,) = model.anchor_generator([torch.zeros(1, 1, 4, 4)])[:1]
+    torch.testing.assert_close(p3.tensor[0], torch.tensor([-32.0, -32, 32, 32]) + first_centre)
+
+
+def test_optimizer_groups_norm_biases_with_the_norms_as_the_official_builder():
+    """Official: bias_lr_mult 2 and bias_decay_mult 0 for conv biases only; a GroupNorm's
+    weight and bias keep lr x1 and weight decay 1e-4 (mmdetection 1.x tests for a norm layer
+    first). detectron2's own groups would give the GroupNorm bias 2x lr and no decay."""
+    cfg = load_config(COCO_R50, ["MODEL.DEVICE", "cpu"])
+    model = build_model(cfg)
+    groups = {id(g["params"][0]): (g["lr"], g["weight_decay"])
+              for g in trainer_class(COCO_R50).build_optimizer(cfg, model).param_groups}
+    conv, gn = model.head.cls_subnet[0], model.head.cls_subnet[1]
+    assert isinstance(gn, torch.nn.GroupNorm) and conv.bias is None  # no conv bias before GN
+    assert groups[id(conv.weight)] == (0.01, 1e-4)
+    assert groups[id(gn.weight)] == (0.01, 1e-4) and groups[id(gn.bias)] == (0.01, 1e-4)
+    assert groups[id(model.head.cls_score.bias)] == (0.02, 0.0)
+    assert groups[id(model.head.scales[0].scale)] == (0.01, 1e-4)
+
 
 def test_p6_from_p5_and_no_relu_before_p7():
     model = toy_model()
@@ -95,8 +120,8 @@ def test_losses_of_two_positives_worked_by_hand():
     qfl = (math.log(2) * (iou - 0.5) ** 2 + math.log(2) * 0.25
            + -math.log(0.8) * 0.2**2 + -math.log(0.9) * 0.1**2) / 2
     # Box losses: score-weighted mean over positives, weights 0.5 (A) and 0.8 (B).
-    # A's targets (strides): l = t = 1 (an exact bin), r = b = 36 -> clamped to 15.99.
-    dfl_a = (2 * -math.log(p[1]) + 2 * -(0.01 * math.log(p[15]) + 0.99 * math.log(p[16]))) / 4
+    # A's targets (strides): l = t = 1 (an exact bin), r = b = 36 -> clamped to 15.9 (official).
+    dfl_a = (2 * -math.log(p[1]) + 2 * -(0.1 * math.log(p[15]) + 0.9 * math.log(p[16]))) / 4
     assert losses["loss_qfl"].item() == pytest.approx(qfl, rel=1e-5)
     assert losses["loss_giou"].item() == pytest.approx(2.0 * 0.5 * (1 - giou) / 1.3, rel=1e-5)
     assert losses["loss_dfl"].item() == pytest.approx(0.25 * 0.5 * dfl_a / 1.3, rel=1e-5)
