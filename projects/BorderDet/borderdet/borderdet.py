@@ -1,9 +1,11 @@
-"""BorderDet (Qiu et al., ECCV 2020): detectron2's FCOS whose coarse boxes are re-scored and
-refined from border features (the Border Alignment Module).
+"""BorderDet (Qiu et al., ECCV 2020): FCOS whose coarse boxes are re-scored and refined from
+border features (the Border Alignment Module).
 
-Per level, the FCOS towers give the coarse prediction (cls, box, centerness). The coarse boxes,
-detached, divided by the stride and clamped to the map, select where BorderAlign pools in the
-border branches: the classification branch reads the cls tower, the regression branch the box
+The FCOS half is the official code's FCOS (``MODEL.BORDERDET.FCOS "official"``) or detectron2's
+(``"detectron2"``); see ``add_borderdet_config``. Per level, the FCOS towers give the coarse
+prediction (cls, box, centerness). The coarse boxes, detached, mapped to the feature map (a
+location's own cell for an edge through it) and clamped to it, select where BorderAlign pools
+in the border branches: the classification branch reads the cls tower, the regression branch the box
 tower. Training adds a focal loss on the border classes and an L1 loss on the border offsets;
 inference multiplies the FCOS score by the border score and moves each box by the border
 offsets.
@@ -16,22 +18,34 @@ import torch.nn.functional as F
 from detectron2.config import configurable
 from detectron2.layers import ShapeSpec, batched_nms, cat
 from detectron2.modeling import BACKBONE_REGISTRY, META_ARCH_REGISTRY, build_backbone
+from detectron2.modeling.anchor_generator import DefaultAnchorGenerator
 from detectron2.modeling.meta_arch.fcos import FCOS, FCOSHead
 from detectron2.structures import Boxes, Instances
-from fvcore.nn import sigmoid_focal_loss_jit
+from detectron2.utils.events import get_event_storage
+from fvcore.nn import giou_loss, sigmoid_focal_loss_jit
 
 from .border_branch import BorderBranch
 from .border_targets import apply_border_deltas, border_targets
-from .vendored import add_group_norm, fcos_label_anchors, normalizer_over_processes, resnet_fpn_p6p7
+from .vendored import Scale, add_group_norm, fcos_label_anchors, normalizer_over_processes, resnet_fpn_p6p7
 
 __all__ = ["BorderDet", "BorderDetHead", "build_borderdet_resnet_fpn_backbone"]
 
+FCOS_KINDS = ("official", "detectron2")
+
+
+def _fcos_kind(cfg):
+    kind = cfg.MODEL.BORDERDET.FCOS
+    if kind not in FCOS_KINDS:
+        raise ValueError(f"MODEL.BORDERDET.FCOS must be one of {FCOS_KINDS}, not {kind!r}")
+    return kind
+
 
 class BorderDetHead(FCOSHead):
-    """detectron2's FCOS head plus the two border branches (official ``BorderHead``)."""
+    """detectron2's FCOS head plus the two border branches (official ``BorderHead``); with
+    ``scales``, the official learnable Scale per level on the box regression."""
 
     def __init__(self, *, input_shape, conv_dims, num_classes, norm="", border_cls_channels=256,
-                 border_reg_channels=128, pool_size=10, prior_prob=0.01, **kwargs):
+                 border_reg_channels=128, pool_size=10, prior_prob=0.01, scales=False, **kwargs):
         super().__init__(input_shape=input_shape, conv_dims=conv_dims, num_classes=num_classes,
                          prior_prob=prior_prob, norm="" if norm == "GN" else norm, **kwargs)
         if norm == "GN":
@@ -49,14 +63,18 @@ class BorderDetHead(FCOSHead):
                     torch.nn.init.normal_(layer.weight, std=0.01)
                     torch.nn.init.zeros_(layer.bias)
         torch.nn.init.constant_(self.border_cls_score.bias, -math.log((1 - prior_prob) / prior_prob))
+        # Official: relu(scale_l * x) * stride; detectron2's Box2BoxTransformLinear applies the
+        # relu and the stride when decoding.
+        self.scales = torch.nn.ModuleList(Scale() for _ in input_shape) if scales else None
 
     def forward(self, features):
         """FCOS's outputs plus each level's cls and box tower features."""
         logits, bbox_reg, ctrness, cls_feats, box_feats = [], [], [], [], []
-        for feature in features:
+        for level, feature in enumerate(features):
             cls_feat, box_feat = self.cls_subnet(feature), self.bbox_subnet(feature)
             logits.append(self.cls_score(cls_feat))
-            bbox_reg.append(self.bbox_pred(box_feat))
+            box = self.bbox_pred(box_feat)
+            bbox_reg.append(self.scales[level](box) if self.scales is not None else box)
             ctrness.append(self.ctrness(box_feat))
             cls_feats.append(cls_feat)
             box_feats.append(box_feat)
@@ -75,14 +93,22 @@ class BorderDetHead(FCOSHead):
 @META_ARCH_REGISTRY.register()
 class BorderDet(FCOS):
     @configurable
-    def __init__(self, *, border_iou_thresh=0.6, border_bbox_std=(0.5, 0.5, 0.5, 0.5), **kwargs):
+    def __init__(self, *, border_iou_thresh=0.6, border_bbox_std=(0.5, 0.5, 0.5, 0.5),
+                 fcos="official", **kwargs):
         super().__init__(**kwargs)
         self.border_iou_thresh = border_iou_thresh
         self.border_bbox_std = tuple(border_bbox_std)
+        self.official_fcos = fcos == "official"
+        if self.official_fcos:
+            # cvpods' shifts: locations at k * stride (detectron2's FCOS: (k + 0.5) * stride).
+            strides = self.anchor_generator.strides
+            self.anchor_generator = DefaultAnchorGenerator(
+                sizes=[[s] for s in strides], aspect_ratios=[1.0], strides=strides, offset=0.0)
 
     @classmethod
     def from_config(cls, cfg):
         c = cfg.MODEL.BORDERDET
+        fcos = _fcos_kind(cfg)
         backbone = build_backbone(cfg)
         shapes = backbone.output_shape()
         head = BorderDetHead(
@@ -94,6 +120,7 @@ class BorderDet(FCOS):
             border_cls_channels=c.BORDER_CLS_CHANNELS,
             border_reg_channels=c.BORDER_REG_CHANNELS,
             pool_size=c.POOL_SIZE,
+            scales=fcos == "official",
         )
         return {
             "backbone": backbone,
@@ -109,6 +136,7 @@ class BorderDet(FCOS):
             "max_detections_per_image": cfg.TEST.DETECTIONS_PER_IMAGE,
             "border_iou_thresh": c.BORDER_IOU_THRESH,
             "border_bbox_std": c.BORDER_BBOX_STD,
+            "fcos": fcos,
             "pixel_mean": cfg.MODEL.PIXEL_MEAN,
             "pixel_std": cfg.MODEL.PIXEL_STD,
         }
@@ -122,7 +150,7 @@ class BorderDet(FCOS):
         anchors = self.anchor_generator(features)
         coarse = self._coarse_boxes(anchors, bbox_reg)
         align_boxes = [
-            self._align_boxes(b, s, f.shape[-2:])
+            self._align_boxes(b, s, f.shape[-2:], self.anchor_generator.offset)
             for b, s, f in zip(coarse, self.anchor_generator.strides, features)
         ]
         border_logits, border_deltas = self.head.forward_border(cls_feats, box_feats, align_boxes)
@@ -143,15 +171,47 @@ class BorderDet(FCOS):
         return out
 
     @staticmethod
-    def _align_boxes(boxes, stride, hw):
-        """Image boxes -> this level's map coordinates, clamped to the map (official)."""
+    def _align_boxes(boxes, stride, hw, offset):
+        """Image boxes -> this level's map coordinates, clamped to the map (official). The
+        location of cell k is (k + offset) * stride, so an edge through it is read at cell k
+        (official: offset 0, ``boxes / stride``)."""
         h, w = hw
-        boxes = boxes / stride
+        boxes = boxes / stride - offset
         x = boxes[..., 0::2].clamp(0, w - 1)
         y = boxes[..., 1::2].clamp(0, h - 1)
         return torch.stack([x[..., 0], y[..., 0], x[..., 1], y[..., 1]], dim=-1).contiguous()
 
     label_anchors = fcos_label_anchors  # images without objects (upstream ef2c3abb)
+
+    def losses(self, anchors, pred_logits, gt_labels, pred_anchor_deltas, gt_boxes, pred_centerness):
+        """detectron2's FCOS losses, or the official ones: classification and centerness summed
+        and divided by the batch's positives, the GIoU loss weighted by the centerness target
+        and divided by the batch sum of that target (both totals over processes / processes)."""
+        if not self.official_fcos:
+            return super().losses(anchors, pred_logits, gt_labels, pred_anchor_deltas, gt_boxes,
+                                  pred_centerness)
+        gt_labels = torch.stack(gt_labels)  # (N, R)
+        pos = (gt_labels >= 0) & (gt_labels != self.num_classes)
+        get_event_storage().put_scalar("num_pos_anchors", pos.sum().item() / len(gt_labels))
+        num_pos = normalizer_over_processes(pos.sum().float(), 1.0)
+        logits = cat(pred_logits, dim=1)
+        onehot = F.one_hot(gt_labels, self.num_classes + 1)[..., :-1].to(logits.dtype)
+        loss_cls = sigmoid_focal_loss_jit(logits, onehot, alpha=self.focal_loss_alpha,
+                                          gamma=self.focal_loss_gamma, reduction="sum")
+        ctr_targets = self.compute_ctrness_targets(anchors, gt_boxes)[pos]
+        anchors = Boxes.cat(anchors).tensor
+        pred_boxes = torch.stack([
+            self.box2box_transform.apply_deltas(d, anchors) for d in cat(pred_anchor_deltas, dim=1)])
+        # detectron2 v0.6 labels with Boxes, later versions with tensors.
+        gt_boxes = torch.stack([b.tensor if isinstance(b, Boxes) else b for b in gt_boxes])
+        loss_loc = (giou_loss(pred_boxes[pos], gt_boxes[pos]) * ctr_targets).sum()
+        loss_ctr = F.binary_cross_entropy_with_logits(
+            cat(pred_centerness, dim=1).squeeze(2)[pos], ctr_targets, reduction="sum")
+        return {
+            "loss_fcos_cls": loss_cls / num_pos,
+            "loss_fcos_loc": loss_loc / normalizer_over_processes(ctr_targets.sum(), 1.0),
+            "loss_fcos_ctr": loss_ctr / num_pos,
+        }
 
     def forward_training(self, images, features, predictions, gt_instances):
         anchors, coarse, dense = self._border_predictions(features, predictions)
@@ -198,7 +258,8 @@ class BorderDet(FCOS):
                                       image_size):
         """Official score fusion: s = sqrt(sigmoid(cls) sigmoid(ctr)) must pass the threshold;
         the top-k of s * sigmoid(border_cls) per level are kept; box = coarse + border offsets;
-        final score sqrt(s * sigmoid(border_cls)); class-wise NMS; best ``max_det`` kept."""
+        final score sqrt(s * sigmoid(border_cls)); class-wise NMS on the unclipped boxes; best
+        ``max_det`` kept (detector_postprocess clips them to the image)."""
         boxes_all, scores_all, classes_all = [], [], []
         for lg, ct, blg, bd, cb in zip(logits, ctrness, border_logits, border_deltas, coarse):
             s = torch.sqrt(lg.sigmoid() * ct.sigmoid())  # (HW, K)
@@ -211,7 +272,6 @@ class BorderDet(FCOS):
             scores_all.append(fused.sqrt())
             classes_all.append(cls)
         boxes = Boxes(cat(boxes_all))
-        boxes.clip(image_size)
         scores, classes = cat(scores_all), cat(classes_all)
         keep = batched_nms(boxes.tensor, scores, classes, self.test_nms_thresh)
         keep = keep[: self.max_detections_per_image]
@@ -220,6 +280,7 @@ class BorderDet(FCOS):
 
 @BACKBONE_REGISTRY.register()
 def build_borderdet_resnet_fpn_backbone(cfg, input_shape: ShapeSpec):
-    """ResNet-FPN with P6/P7 from P5, as detectron2's FCOS (the official cvpods code of that
-    time built P6 from C5; README)."""
-    return resnet_fpn_p6p7(cfg, input_shape, in_feature="p5")
+    """ResNet-FPN with P6/P7 (ReLU before P7) from C5 as the official code
+    (``MODEL.BORDERDET.FCOS "official"``), or from P5 as detectron2's FCOS."""
+    in_feature = "res5" if _fcos_kind(cfg) == "official" else "p5"
+    return resnet_fpn_p6p7(cfg, input_shape, in_feature=in_feature)

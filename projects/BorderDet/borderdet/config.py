@@ -9,6 +9,14 @@ def add_borderdet_config(cfg):
     _C.BORDERDET = CN()
     _C.BORDERDET.NUM_CLASSES = 80
     _C.BORDERDET.IN_FEATURES = ["p3", "p4", "p5", "p6", "p7"]
+    # The FCOS half. "official": the official code's FCOS (cvpods): locations at k * stride,
+    # a learnable Scale per level on the box regression, P6/P7 from C5, the GIoU loss weighted
+    # by the centerness target and divided by its batch sum, the classification and centerness
+    # losses divided by the batch's positives. "detectron2": detectron2's FCOS (locations at
+    # (k + 0.5) * stride, no Scale, P6/P7 from P5, losses divided by an EMA of the positives),
+    # which the toy config keeps so that it differs from the toy FCOS baseline only by the
+    # border module. The backbone builder reads it too (P6/P7 input).
+    _C.BORDERDET.FCOS = "official"
     # The FCOS part: towers of NUM_CONVS 3x3 convs + NORM + ReLU, focal loss, centre sampling.
     _C.BORDERDET.NUM_CONVS = 4
     _C.BORDERDET.NORM = "GN"

@@ -12,7 +12,7 @@ from detectron2.structures import Boxes
 from torch import nn
 
 __all__ = [
-    "normalizer_over_processes", "LastLevelP6P7NoReLU", "resnet_fpn_p6p7", "add_group_norm",
+    "normalizer_over_processes", "Scale", "LastLevelP6P7NoReLU", "resnet_fpn_p6p7", "add_group_norm",
     "fcos_label_anchors",
 ]
 
@@ -29,6 +29,17 @@ def normalizer_over_processes(x, min_total):
     if world > 1:
         dist.all_reduce(x)
     return x.clamp(min=min_total) / world
+
+
+class Scale(nn.Module):
+    """A learnable scalar multiplier, one per level (FCOS; ATSS, GFL and AutoAssign)."""
+
+    def __init__(self, init=1.0):
+        super().__init__()
+        self.scale = nn.Parameter(torch.tensor(float(init)))
+
+    def forward(self, x):
+        return x * self.scale
 
 
 class LastLevelP6P7NoReLU(LastLevelP6P7):

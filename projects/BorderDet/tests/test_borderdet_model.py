@@ -8,6 +8,7 @@ import pytest
 import torch
 from borderdet import apply_border_deltas, border_targets
 from detectron2.modeling import build_model
+from detectron2.structures import Boxes
 from detectron2.utils.events import EventStorage
 
 from harness.projects import load_config
@@ -16,6 +17,9 @@ from harness.testing import assert_split_invariant, check_eval_output, make_inst
 PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOY = os.path.join(PROJECT, "configs", "toy", "borderdet_R-18-FPN_toy.yaml")
 BOX_LOSSES = {"loss_fcos_loc", "loss_fcos_ctr", "loss_border_reg"}
+
+
+FCOS_KINDS = ["official", "detectron2"]
 
 
 def toy_model(num_classes=6, *opts):
@@ -75,6 +79,84 @@ def test_score_fusion_by_hand():
     assert out.scores.tolist() == pytest.approx([0.6])
     # Box = coarse + deltas * 0.5 * [w, h, w, h] with w = 20, h = 40.
     torch.testing.assert_close(out.pred_boxes.tensor, torch.tensor([[11.0, 8, 32, 50]]))
+
+
+def test_nms_sees_the_unclipped_boxes():
+    """Official: NMS on the boxes as predicted, clipping only afterwards. Two boxes leaving a
+    100 x 100 image at the right have IoU 1/3 as predicted (both kept at NMS 0.6) but would be
+    identical once clipped."""
+    model = toy_model(num_classes=1)
+    logits, ctr = torch.full((2, 1), logit(0.9)), torch.full((2, 1), logit(0.9))
+    coarse = torch.tensor([[90.0, 10, 150, 50], [90, 10, 110, 50]])
+    out = model.inference_single_image_border([logits], [ctr], [torch.zeros(2, 1)],
+                                              [torch.zeros(2, 4)], [coarse], (100, 100))
+    assert len(out) == 2
+
+
+# ---- where the borders are read ------------------------------------------------------------------
+
+@pytest.mark.parametrize("fcos", FCOS_KINDS)
+def test_borders_through_cell_locations_are_read_at_those_cells(fcos):
+    """The coarse box of the location in cell (row 4, col 4) of a 10 x 10 map at stride 8 has
+    its edges through the locations of columns 3 and 6 and rows 2 and 7. On a map whose top and
+    bottom groups hold the row index and whose left and right groups hold the column index,
+    BorderAlign must read exactly 2, 3, 7, 6 (not 2.5, 3.5, 7.5, 6.5: half a cell off)."""
+    from borderdet import border_align_reference
+
+    model = toy_model(2, "MODEL.BORDERDET.FCOS", fcos)
+    h = w = 10
+    anchors = model.anchor_generator([torch.zeros(1, 1, h, w)])[:1]  # stride 8
+    assert model.anchor_generator.strides[0] == 8
+    # Deltas (l, t, r, b) in strides, as the head predicts them (detectron2 decodes relu(x) * 8).
+    reg = torch.zeros(1, 4, h, w)
+    reg[0, :, 4, 4] = torch.tensor([1.0, 2.0, 2.0, 3.0])
+    (coarse,) = model._coarse_boxes(anchors, [reg])
+    boxes = model._align_boxes(coarse, 8, (h, w), model.anchor_generator.offset)
+    rows = torch.arange(h, dtype=torch.float32)[:, None].expand(h, w)
+    cols = torch.arange(w, dtype=torch.float32)[None, :].expand(h, w)
+    plane = torch.stack([rows, cols, rows, cols])[None]  # groups: top, left, bottom, right
+    read = border_align_reference(plane, boxes, pool_size=10)[0, :, 4, 4]
+    assert read.tolist() == [2.0, 3.0, 7.0, 6.0]
+
+
+# ---- the official FCOS half -------------------------------------------------------------------
+
+def test_official_fcos_adds_p6_from_c5_and_one_scale_per_level():
+    official, d2 = (toy_model(2, "MODEL.BORDERDET.FCOS", kind) for kind in FCOS_KINDS)
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    # Toy R-18: P6 = 3x3 conv of C5 (512 channels) instead of P5 (64), + 5 scalars.
+    assert count(official) - count(d2) == (512 - 64) * 64 * 9 + 5
+    assert official.backbone.top_block.p6.in_channels == 512 and len(official.head.scales) == 5
+    assert d2.head.scales is None
+    assert official.anchor_generator.offset == 0.0 and d2.anchor_generator.offset == 0.5
+
+
+def test_an_unknown_fcos_kind_is_a_clear_error():
+    with pytest.raises(ValueError, match="MODEL.BORDERDET.FCOS must be one of"):
+        toy_model(2, "MODEL.BORDERDET.FCOS", "cvpods")
+
+
+def test_official_fcos_losses_by_hand():
+    """One GT [-8, -8, 24, 8] (class 0 of 2), three stride-8 locations at x = 0, 8, 16 (y = 0),
+    the first two positive. Centerness targets sqrt(8/24) and 1. Location 0 predicts the GT
+    exactly (GIoU loss 0), location 1 the box [0, -8, 16, 8] (IoU 1/2 inside the GT: GIoU loss
+    1/2). All logits 0 (p = 1/2). Official: the GIoU loss weighted by the centerness target
+    and divided by its sum; classification and centerness divided by the 2 positives."""
+    model = toy_model(2, "MODEL.BORDERDET.FCOS", "official")
+    anchors = [Boxes(torch.tensor([[-4.0, -4, 4, 4], [4, -4, 12, 4], [12, -4, 20, 4]]))]
+    gt = torch.tensor([[-8.0, -8, 24, 8]] * 3)
+    labels = [torch.tensor([0, 0, 2])]
+    deltas = [torch.tensor([[[1.0, 1, 3, 1], [1, 1, 1, 1], [1, 1, 1, 1]]])]
+    zeros = [torch.zeros(1, 3, 2)], [torch.zeros(1, 3, 1)]
+    with EventStorage():
+        losses = model.losses(anchors, zeros[0], labels, deltas, [Boxes(gt)], zeros[1])
+    ln2 = math.log(2)
+    # Focal loss at p = 1/2: positives 0.25 * 0.25 * ln2, negatives 0.75 * 0.25 * ln2;
+    # 2 positive and 4 negative (anchor, class) entries.
+    assert losses["loss_fcos_cls"].item() == pytest.approx((2 * 0.0625 + 4 * 0.1875) * ln2 / 2)
+    c0 = math.sqrt(8 / 24)
+    assert losses["loss_fcos_loc"].item() == pytest.approx((c0 * 0 + 1 * 0.5) / (c0 + 1))
+    assert losses["loss_fcos_ctr"].item() == pytest.approx(ln2)  # BCE(logit 0) = ln2 for any target
 
 
 # ---- training ----------------------------------------------------------------------------------
