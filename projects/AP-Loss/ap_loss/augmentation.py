@@ -1,7 +1,7 @@
 """The official training augmentation (``lib/dataloader/augmentations.py``, SSD's recipe) as
-detectron2 augmentations: photometric distortion, zoom out (``Expand``), a crop that keeps at
-least a given IoU with some object (``MinIoURandomCrop``), horizontal flip, and a resize to a
-fixed square (512 x 512)."""
+detectron2 augmentations: photometric distortion (``PhotometricDistort``), zoom out
+(``Expand``), a crop that keeps at least a given IoU with some object (``MinIoURandomCrop``),
+horizontal flip, and a resize to a fixed square (512 x 512)."""
 
 import copy
 
@@ -15,8 +15,101 @@ from fvcore.transforms.transform import CropTransform, Transform
 
 __all__ = [
     "BoxAwareDatasetMapper", "CenterKeepingCropTransform", "Expand", "ExpandTransform", "MinIoURandomCrop",
-    "build_ssd_augmentation",
+    "PhotometricDistort", "PhotometricDistortTransform", "build_ssd_augmentation", "bgr_to_hsv", "hsv_to_bgr",
 ]
+
+# The official lighting noise: ImageNet's RGB PCA (AlexNet) with eigenvalues for 0-255 pixels,
+# added as is to the BGR image (``RandomLightingNoise``).
+LIGHTING_EIGVAL = np.array([55.46, 4.794, 1.148])
+LIGHTING_EIGVEC = np.array([[-0.5675, 0.7192, 0.4009],
+                            [-0.5808, -0.0045, -0.8140],
+                            [-0.5836, -0.6948, 0.4203]])
+_EPS = np.finfo(np.float32).eps
+
+
+def bgr_to_hsv(img):
+    """OpenCV's float ``COLOR_BGR2HSV``: H in degrees [0, 360), S = (max - min) / |max|,
+    V = max, with its epsilons; any range of values (the official pipeline feeds unclipped
+    floats)."""
+    b, g, r = img[..., 0], img[..., 1], img[..., 2]
+    v, vmin = img.max(axis=-1), img.min(axis=-1)
+    diff = v - vmin
+    s = diff / (np.abs(v) + _EPS)
+    k = 60.0 / (diff + _EPS)
+    h = np.where(v == r, (g - b) * k, np.where(v == g, (b - r) * k + 120, (r - g) * k + 240))
+    h = np.where(h < 0, h + 360, h)
+    return np.stack([h, s, v], axis=-1).astype(img.dtype)
+
+
+def hsv_to_bgr(img):
+    """OpenCV's float ``COLOR_HSV2BGR`` (hue taken modulo 360; S may exceed 1 or be negative:
+    no clipping, as OpenCV)."""
+    h, s, v = img[..., 0] / 60.0, img[..., 1], img[..., 2]
+    sector = np.floor(h)
+    f = h - sector
+    sector = sector.astype(np.int64) % 6
+    tab = np.stack([v, v * (1 - s), v * (1 - s * f), v * (1 - s * (1 - f))], axis=-1)
+    # (b, g, r) indices into tab per sector, OpenCV's sector_data.
+    order = np.array([[1, 3, 0], [1, 0, 2], [3, 0, 1], [0, 2, 1], [0, 1, 3], [2, 1, 0]])
+    out = np.take_along_axis(tab, order[sector], axis=-1)
+    return np.where((s == 0)[..., None], v[..., None], out).astype(img.dtype)
+
+
+class PhotometricDistortTransform(Transform):
+    """The official ``PhotometricDistort`` with its random draws fixed, on a float32 BGR image,
+    unclipped: add ``brightness``; if ``contrast_first``, multiply by ``contrast``; in HSV,
+    multiply S by ``saturation`` and add ``hue`` degrees (wrapped into [0, 360)); back to BGR;
+    otherwise multiply by ``contrast`` now; add the lighting noise ``eigvec * lighting @
+    eigval``. A draw that did not happen is its identity (0 or 1). Boxes are unchanged."""
+
+    def __init__(self, brightness=0.0, contrast=1.0, contrast_first=True, saturation=1.0, hue=0.0,
+                 lighting=(0.0, 0.0, 0.0)):
+        super().__init__()
+        self._set_attributes(locals())
+
+    def apply_image(self, img):
+        img = img.astype(np.float32) + np.float32(self.brightness)
+        if self.contrast_first:
+            img = img * np.float32(self.contrast)
+        hsv = bgr_to_hsv(img)
+        hsv[..., 1] *= np.float32(self.saturation)
+        hsv[..., 0] += np.float32(self.hue)
+        hsv[..., 0] = np.where(hsv[..., 0] > 360.0, hsv[..., 0] - 360.0, hsv[..., 0])
+        hsv[..., 0] = np.where(hsv[..., 0] < 0.0, hsv[..., 0] + 360.0, hsv[..., 0])
+        img = hsv_to_bgr(hsv)
+        if not self.contrast_first:
+            img = img * np.float32(self.contrast)
+        shift = (LIGHTING_EIGVEC * np.asarray(self.lighting)) @ LIGHTING_EIGVAL
+        return (img + shift.astype(np.float32)).astype(np.float32)
+
+    def apply_coords(self, coords):
+        return coords
+
+    def apply_segmentation(self, segmentation):
+        return segmentation
+
+
+class PhotometricDistort(T.Augmentation):
+    """SSD's photometric distortion as the official code draws it: brightness +-32 (p 1/2);
+    with p 1/2 contrast before the HSV steps, else after; contrast x[0.5, 1.5], saturation
+    x[0.5, 1.5], hue +-18 degrees (each p 1/2); lighting noise with alpha ~ N(0, 0.1) per
+    component (p 1/2). The image becomes float32 and is not clipped (official)."""
+
+    def __init__(self, brightness=32.0, contrast=(0.5, 1.5), saturation=(0.5, 1.5), hue=18.0,
+                 lighting_std=0.1):
+        super().__init__()
+        self._init(locals())
+
+    def get_transform(self, image):
+        coin = lambda: np.random.randint(2) == 1  # noqa: E731
+        return PhotometricDistortTransform(
+            brightness=np.random.uniform(-self.brightness, self.brightness) if coin() else 0.0,
+            contrast_first=coin(),
+            contrast=np.random.uniform(*self.contrast) if coin() else 1.0,
+            saturation=np.random.uniform(*self.saturation) if coin() else 1.0,
+            hue=np.random.uniform(-self.hue, self.hue) if coin() else 0.0,
+            lighting=tuple(np.random.normal(0, self.lighting_std, 3)) if coin() else (0.0, 0.0, 0.0),
+        )
 
 
 class ExpandTransform(Transform):
@@ -114,15 +207,12 @@ class MinIoURandomCrop(T.Augmentation):
 
 
 def build_ssd_augmentation(cfg):
-    """The official training pipeline, in its order: photometric distortion (detectron2's
-    brightness / contrast / saturation / lighting; README), zoom out, IoU crop, flip, and the
-    resize to ``INPUT.MIN_SIZE_TRAIN[0]`` squared."""
+    """The official training pipeline, in its order: photometric distortion, zoom out, IoU
+    crop, flip, and the resize to ``INPUT.MIN_SIZE_TRAIN[0]`` squared. From the photometric
+    step on, the image is float32 (unclipped, as the official)."""
     size = cfg.INPUT.MIN_SIZE_TRAIN[0]
     return [
-        T.RandomApply(T.RandomBrightness(0.875, 1.125), prob=0.5),
-        T.RandomApply(T.RandomContrast(0.5, 1.5), prob=0.5),
-        T.RandomApply(T.RandomSaturation(0.5, 1.5), prob=0.5),
-        T.RandomApply(T.RandomLighting(0.1), prob=0.5),
+        PhotometricDistort(),
         Expand(fill=cfg.MODEL.PIXEL_MEAN),
         MinIoURandomCrop(),
         T.RandomFlip(),

@@ -1,15 +1,16 @@
 """RetinaNet trained with the AP-loss (Sec. 3 and 4 of the paper; official ``lib/model/model.py``
 and the anchor assignment in ``lib/model/aploss.py``).
 
-detectron2's RetinaNet with three changes: the classification loss is the AP-loss over all
+detectron2's RetinaNet with four changes: the classification loss is the AP-loss over all
 anchors x classes (``ranking.ap_loss``); the regression loss is SmoothL1 over the positives
-divided by 4 x their number (the official gradient); and a GT's best anchors only become
-positive when that best IoU is above 0.
+divided by 4 x their number (the official gradient); a GT's best anchors only become positive
+when that best IoU is above 0; and at test time the boxes are clipped to the image before NMS,
+as the official ``ResNet.forward``.
 """
 
 import torch
 from detectron2.config import configurable
-from detectron2.layers import cat
+from detectron2.layers import batched_nms, cat
 from detectron2.modeling import META_ARCH_REGISTRY
 from detectron2.modeling.box_regression import _dense_box_regression_loss
 from detectron2.modeling.matcher import Matcher
@@ -69,6 +70,15 @@ class APLossRetinaNet(RetinaNet):
         ret.update(cls_loss=a.CLS_LOSS, delta=a.DELTA, interpolate=a.INTERPOLATE, scope=a.SCOPE,
                    chunk_size=a.CHUNK_SIZE)
         return ret
+
+    def inference_single_image(self, anchors, box_cls, box_delta, image_size):
+        """detectron2's RetinaNet inference (top-k per level, score threshold, class-wise NMS),
+        with the boxes clipped to the image before NMS as the official code does."""
+        pred = self._decode_multi_level_predictions(
+            anchors, box_cls, box_delta, self.test_score_thresh, self.test_topk_candidates, image_size)
+        pred.pred_boxes.clip(image_size)
+        keep = batched_nms(pred.pred_boxes.tensor, pred.scores, pred.pred_classes, self.test_nms_thresh)
+        return pred[keep[: self.max_detections_per_image]]
 
     def _num_positives(self, pos_mask):
         """Positives of the ranking scope (at least 1): this process's, or the batch's over all

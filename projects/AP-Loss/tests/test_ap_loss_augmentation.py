@@ -10,12 +10,74 @@ from ap_loss.augmentation import (
     Expand,
     ExpandTransform,
     MinIoURandomCrop,
+    PhotometricDistort,
+    PhotometricDistortTransform,
+    bgr_to_hsv,
     build_ssd_augmentation,
+    hsv_to_bgr,
 )
 from detectron2.config import get_cfg
 from detectron2.data import transforms as T
 from detectron2.structures import BoxMode
 from PIL import Image
+
+
+# ---- photometric distortion (official PhotometricDistort) ---------------------------------------
+
+# The official RandomLightingNoise (lib/dataloader/augmentations.py), typed in again here.
+EIGVAL = np.array([55.46, 4.794, 1.148])
+EIGVEC = np.array([[-0.5675, 0.7192, 0.4009], [-0.5808, -0.0045, -0.8140], [-0.5836, -0.6948, 0.4203]])
+
+
+def test_lighting_noise_moves_every_pixel_by_the_official_pca_shift():
+    """alpha = (0.1, 0, 0): every pixel moves by 0.1 x 55.46 x the first eigenvector, about
+    -3.2 on each channel (detectron2's RandomLighting(0.1), made for [0, 1] images, moves
+    0-255 pixels by at most 0.02)."""
+    img = np.full((4, 5, 3), 100, np.uint8)
+    out = PhotometricDistortTransform(lighting=(0.1, 0.0, 0.0)).apply_image(img)
+    expected = 100 + 0.1 * EIGVAL[0] * EIGVEC[:, 0]
+    np.testing.assert_allclose(out, np.broadcast_to(expected, out.shape), atol=1e-3)
+
+
+def test_random_lighting_shift_has_the_official_spread():
+    # Per channel: shift_c = sum_k eigvec[c, k] alpha_k eigval_k with alpha_k ~ N(0, 0.1), so
+    # its std is 0.1 sqrt(sum_k (eigvec[c, k] eigval_k)^2), about 3.2 px; applied with p 1/2.
+    np.random.seed(0)
+    aug = PhotometricDistort()
+    draws = [aug.get_transform(np.zeros((1, 1, 3), np.uint8)).lighting for _ in range(4000)]
+    shifts = np.array([(EIGVEC * np.array(a)) @ EIGVAL for a in draws if any(a)])
+    assert 1800 < len(shifts) < 2200
+    expected = 0.1 * np.sqrt((EIGVEC**2) @ EIGVAL**2)
+    np.testing.assert_allclose(shifts.std(axis=0), expected, rtol=0.06)
+
+
+def test_hsv_conversion_is_opencvs_on_hand_worked_colours():
+    # BGR (0, 0, 200): pure red, H 0, S 1, V 200. (50, 100, 200): V 200, S 0.75,
+    # H = 60 (G - B) / (max - min) = 60 x 50 / 150 = 20.
+    bgr = np.array([[[0.0, 0, 200], [50, 100, 200]]], np.float32)
+    np.testing.assert_allclose(bgr_to_hsv(bgr), [[[0, 1, 200], [20, 0.75, 200]]], rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(hsv_to_bgr(bgr_to_hsv(bgr)), bgr, atol=1e-3)
+
+
+def test_saturation_and_hue_act_in_hsv_on_bgr_images():
+    red = np.array([[[0, 0, 200]]], np.uint8)  # BGR
+    # Saturation x0.5: S 1 -> 0.5, so min = V (1 - S) = 100 on B and G; red stays 200.
+    np.testing.assert_allclose(PhotometricDistortTransform(saturation=0.5).apply_image(red),
+                               [[[100, 100, 200]]], atol=1e-3)
+    # Hue +120 degrees: red -> green.
+    np.testing.assert_allclose(PhotometricDistortTransform(hue=120.0).apply_image(red),
+                               [[[0, 200, 0]]], atol=1e-3)
+
+
+def test_brightness_and_contrast_are_unclipped_float_and_ordered():
+    img = np.array([[[10, 100, 250]]], np.uint8)
+    first = PhotometricDistortTransform(brightness=-20.0, contrast=1.5).apply_image(img)
+    np.testing.assert_allclose(first, [[[-15, 120, 345]]], atol=1e-3)  # (x - 20) x 1.5, unclipped
+    assert first.dtype == np.float32
+    # Contrast after the HSV round trip gives the same here (it is linear; only the order of
+    # the draws differs).
+    last = PhotometricDistortTransform(brightness=-20.0, contrast=1.5, contrast_first=False)
+    np.testing.assert_allclose(last.apply_image(img), first, atol=1e-2)
 
 
 def test_expand_places_the_image_on_a_mean_filled_canvas():

@@ -182,5 +182,16 @@ def test_batch_scope_ranks_each_process_alone(tmp_path):
 
 # ---- inference and smoke -----------------------------------------------------------------------
 
+def test_boxes_are_clipped_before_nms():
+    """Official: boxes clipped to the image, then NMS 0.5. Two boxes leaving a 100 x 100 image
+    at the right (IoU 1/3 as predicted) are the same box once clipped: one is suppressed."""
+    model = toy_model(num_classes=1).eval()
+    anchors = [Boxes(torch.tensor([[90.0, 10, 150, 50], [90, 10, 110, 50]]))]
+    scores = [torch.tensor([[0.9], [0.8]])]  # probabilities, as RetinaNet.inference passes them
+    out = model.inference_single_image(anchors, scores, [torch.zeros(2, 4)], (100, 100))
+    assert len(out) == 1 and out.scores.item() == pytest.approx(0.9)
+    torch.testing.assert_close(out.pred_boxes.tensor, torch.tensor([[90.0, 10, 100, 50]]))
+
+
 def test_eval_mode_returns_instances_inside_the_image():
     check_eval_output(toy_model(6, "MODEL.RETINANET.SCORE_THRESH_TEST", "0.0"), num_classes=6)
