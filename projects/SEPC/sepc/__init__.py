@@ -7,9 +7,9 @@ Importing the package registers ``SEPCRetinaNet`` (META_ARCH_REGISTRY) and
 from .config import add_sepc_config
 from .head import SEPCHead
 from .pconv import PConv, SEPCConv, integrated_bn
-from .sepc_retinanet import SEPCRetinaNet, build_sepc_resnet_fpn_backbone
+from .sepc_retinanet import GTBestAnchorMatcher, SEPCRetinaNet, build_sepc_resnet_fpn_backbone
 
 __all__ = [
-    "add_sepc_config", "build_sepc_resnet_fpn_backbone", "integrated_bn", "PConv", "SEPCConv", "SEPCHead",
-    "SEPCRetinaNet",
+    "add_sepc_config", "build_sepc_resnet_fpn_backbone", "GTBestAnchorMatcher", "integrated_bn", "PConv",
+    "SEPCConv", "SEPCHead", "SEPCRetinaNet",
 ]

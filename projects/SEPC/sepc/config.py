@@ -25,3 +25,16 @@ def add_sepc_config(cfg):
     # are. 0 (official): maps 2 px smaller, whose anchor grid is laid from the image corner,
     # one cell off the features it is computed from (README).
     _C.SEPC.LCCONV_PADDING = 1
+    # The RetinaNet mechanics (sepc_retinanet.py): mmdetection 1.1's, with which the official
+    # numbers were obtained (defaults), or detectron2's (the toy configs, so that they differ
+    # from the toy RetinaNet in the head only). Loss normaliser: "batch" (this process's
+    # positives, each image at least 1) or "ema" (detectron2's moving average); low-quality
+    # matches: "gt" (a GT's best anchors become that GT's) or "anchor" (detectron2: they keep
+    # their own best GT); test candidates: "anchors" (top-k anchors by best class score, boxes
+    # clipped before NMS) or "pairs" (detectron2: top-k (anchor, class) pairs, unclipped).
+    _C.SEPC.LOSS_NORMALIZER = "batch"
+    # "sepc", or "retinanet": detectron2's RetinaNet head (4 convs per tower), the baseline
+    # with the same neck and mechanics.
+    _C.SEPC.HEAD = "sepc"
+    _C.SEPC.LOW_QUALITY_MATCHES = "gt"
+    _C.SEPC.TEST_CANDIDATES = "anchors"
