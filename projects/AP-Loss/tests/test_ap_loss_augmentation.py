@@ -21,7 +21,6 @@ from detectron2.data import transforms as T
 from detectron2.structures import BoxMode
 from PIL import Image
 
-
 # ---- photometric distortion (official PhotometricDistort) ---------------------------------------
 
 # The official RandomLightingNoise (lib/dataloader/augmentations.py), typed in again here.
