@@ -101,6 +101,9 @@ class D2DetROIHeads(StandardROIHeads):
 
     @classmethod
     def from_config(cls, cfg, input_shape):
+        if cfg.MODEL.MASK_ON:
+            raise ValueError("MODEL.MASK_ON: D2Det's instance-segmentation branch is not "
+                             "implemented; detectron2's mask head would be attached in its place")
         ret = super().from_config(cfg, input_shape)
         c = cfg.MODEL.D2DET
         in_features = cfg.MODEL.ROI_HEADS.IN_FEATURES
