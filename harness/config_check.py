@@ -9,7 +9,8 @@ datasets generated on first use. COCO and CrowdHuman are replaced by the small t
 ``common.data.stand_in`` (the real formats and category ids, random content).
 
 Only the cost is reduced (``small_run_opts``): 2 iterations at batch 2, no pretrained weights
-(``MODEL.WEIGHTS ""``: nothing can be downloaded here), a 192 px shorter side, at most 64 sampled
+(``MODEL.WEIGHTS ""``: nothing can be downloaded here; a config that names ImageNet weights then
+runs at learning rate 0, see below), a 192 px shorter side, at most 64 sampled
 RoIs per image, 100 test proposals, and every score threshold at -1, so that what an untrained
 model detects goes through the whole evaluation. (Without its ImageNet weights a FrozenBN R-50
 saturates the R-CNN softmax: most class scores are exactly 0; D2Det's soft-NMS drops those, so
@@ -111,6 +112,13 @@ def small_run_opts(cfg, device):
         train = (SHORT_SIDE - 32, SHORT_SIDE) if ranged else (SHORT_SIDE,)
         opts += ["INPUT.MIN_SIZE_TRAIN", str(train), "INPUT.MAX_SIZE_TRAIN", str(LONG_SIDE),
                  "INPUT.MIN_SIZE_TEST", str(SHORT_SIDE), "INPUT.MAX_SIZE_TEST", str(LONG_SIDE)]
+    if cfg.MODEL.WEIGHTS:
+        # Its learning rate is meant for ImageNet weights. Without them a FrozenBN ResNet has
+        # no normalisation at all and its activations grow with depth (R-101's res4 reaches
+        # ~6e6 on a random image), so a head without norms (AP-Loss R-101) diverges in its
+        # first SGD step. At lr 0 every step still runs (forward, backward, the optimizer, the
+        # checkpoints); from-scratch toy configs keep theirs.
+        opts += ["SOLVER.BASE_LR", "0.0"]
     if cfg.MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE > ROIS_PER_IMAGE:
         opts += ["MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", str(ROIS_PER_IMAGE)]
     if cfg.MODEL.RPN.POST_NMS_TOPK_TEST > TEST_PROPOSALS:
