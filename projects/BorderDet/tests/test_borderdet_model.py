@@ -16,6 +16,7 @@ from harness.testing import assert_split_invariant, check_eval_output, make_inst
 
 PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOY = os.path.join(PROJECT, "configs", "toy", "borderdet_R-18-FPN_toy.yaml")
+COCO = os.path.join(PROJECT, "configs", "borderdet_R-50-FPN_1x_coco.yaml")
 BOX_LOSSES = {"loss_fcos_loc", "loss_fcos_ctr", "loss_border_reg"}
 
 
@@ -129,6 +130,15 @@ def test_official_fcos_adds_p6_from_c5_and_one_scale_per_level():
     assert official.backbone.top_block.p6.in_channels == 512 and len(official.head.scales) == 5
     assert d2.head.scales is None
     assert official.anchor_generator.offset == 0.0 and d2.anchor_generator.offset == 0.5
+
+
+def test_coco_model_sizes():
+    """The README's counts: the COCO model with the official FCOS half, and with detectron2's."""
+    counts = {}
+    for kind in FCOS_KINDS:
+        cfg = load_config(COCO, ["MODEL.DEVICE", "cpu", "MODEL.BORDERDET.FCOS", kind])
+        counts[kind] = sum(p.numel() for p in build_model(cfg).parameters())
+    assert counts == {"official": 37_380_078, "detectron2": 33_251_305}
 
 
 def test_an_unknown_fcos_kind_is_a_clear_error():
