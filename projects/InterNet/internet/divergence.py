@@ -55,21 +55,53 @@ def sinkhorn_divergence(x, y, epsilon=1.0, iters=5):
     return 2 * w(x, y) - w(x, x) - w(y, y)
 
 
+class _ReverseGradient(torch.autograd.Function):
+    """Identity forward, negated gradient backward."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return -grad
+
+
+OT_CRITIC_MODES = ("adversarial", "fixed", "joint")
+
+
 class OTMetaLoss(nn.Module):
     """OT meta-loss between the less reliable centroids x (C, D) and the buffer's reliable
     centroids y (C, D), each centroid one sample of its set: a generator G (Conv1d k3 + ReLU on
     each centroid as a length-1 sequence) maps x, a critic (Conv1d k3 -> ``critic_dim`` + ReLU)
-    embeds G(x) and y, and the loss is the Sinkhorn divergence of the embeddings."""
+    embeds G(x) and y, and the loss is the Sinkhorn divergence of the embeddings.
 
-    def __init__(self, dim, critic_dim=256, epsilon=1.0, iters=5):
+    ``critic_mode`` says how the critic learns. The generator, and through it the detector,
+    always minimises the divergence. "adversarial" (ours, as in Sinkhorn/OT GANs): the critic
+    maximises it, through a gradient reversal on its weights only (the gradient reaching its
+    inputs is not reversed). "fixed": the critic keeps its initial weights. "joint" (the
+    official optimiser setup): the critic minimises it too, which has a trivial solution, an
+    embedding that maps everything to one direction (or to zero), where the divergence and the
+    detector's gradient are both 0."""
+
+    def __init__(self, dim, critic_dim=256, epsilon=1.0, iters=5, critic_mode="adversarial"):
         super().__init__()
+        if critic_mode not in OT_CRITIC_MODES:
+            raise ValueError(f"MODEL.INTERNET.OT_CRITIC must be one of {OT_CRITIC_MODES}, got {critic_mode!r}")
         self.generator = nn.Sequential(nn.Conv1d(dim, dim, 3, padding=1), nn.ReLU())
         self.critic = nn.Sequential(nn.Conv1d(dim, critic_dim, 3, padding=1), nn.ReLU())
         self.epsilon, self.iters = epsilon, iters
+        self.critic_mode = critic_mode
         xavier_init(self)
+        if critic_mode == "fixed":
+            self.critic.requires_grad_(False)
 
     def embed(self, x):
-        return self.critic(x.unsqueeze(-1)).squeeze(-1)
+        conv = self.critic[0]
+        weight, bias = conv.weight, conv.bias
+        if self.critic_mode == "adversarial":
+            weight, bias = _ReverseGradient.apply(weight), _ReverseGradient.apply(bias)
+        return F.relu(F.conv1d(x.unsqueeze(-1), weight, bias, padding=1)).squeeze(-1)
 
     def forward(self, x, y):
         gx = self.generator(x.unsqueeze(-1)).squeeze(-1)

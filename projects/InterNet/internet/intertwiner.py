@@ -38,22 +38,36 @@ class MakeUpLayer(nn.Sequential):
 
 class Critic(nn.Sequential):
     """Maps a ``pool x pool`` RoI feature to one vector: conv 3x3 stride 2 -> channels[0],
-    conv (pool/2) x (pool/2) -> channels[1] (1 x 1 map), conv 1x1; each + norm + ReLU; then a
-    sigmoid for the L2 meta-loss (``last_op``) and nothing for OT."""
+    conv (pool/2) x (pool/2) -> channels[1] (1 x 1 map), conv 1x1; each + BatchNorm + ReLU;
+    then a sigmoid for the L2 meta-loss (``last_op``) and nothing for OT.
 
-    def __init__(self, in_channels, pool_size=14, channels=(512, 1024), norm="BN", sigmoid=False):
+    Its BatchNorm layers stay in eval mode in training too, as in the official code (whose
+    ``MaskRCNN.forward`` always calls ``self.eval()``): with the initial statistics (mean 0,
+    variance 1) each is a learned per-channel affine layer. Train-mode BatchNorm, called once
+    per set, would standardise each set by its own statistics and so remove exactly the
+    per-channel scale and shift between the two sets that the meta-loss measures. Eval mode
+    also takes a set of one RoI and issues no collective on several processes."""
+
+    def __init__(self, in_channels, pool_size=14, channels=(512, 1024), sigmoid=False):
         if pool_size % 2:
             raise ValueError(f"MODEL.INTERNET.POOLER_RESOLUTION must be even, got {pool_size}")
         c1, c2 = channels
         layers = [
-            _conv_norm_relu(in_channels, c1, 3, norm, stride=2, padding=1),
-            _conv_norm_relu(c1, c2, pool_size // 2, norm),
-            _conv_norm_relu(c2, c2, 1, norm),
+            _conv_norm_relu(in_channels, c1, 3, "BN", stride=2, padding=1),
+            _conv_norm_relu(c1, c2, pool_size // 2, "BN"),
+            _conv_norm_relu(c2, c2, 1, "BN"),
             nn.Flatten(1),
         ]
         super().__init__(*layers, *([nn.Sigmoid()] if sigmoid else []))
         xavier_init(self)
         self.out_channels = c2
+
+    def train(self, mode=True):
+        super().train(mode)
+        for m in self.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.eval()
+        return self
 
 
 def intertwiner_sets(roi_levels, level):

@@ -7,25 +7,16 @@ hli2020/feature_intertwiner.
 
 import torch
 from detectron2.config import configurable
-from detectron2.layers import NaiveSyncBatchNorm, cat
+from detectron2.layers import cat
 from detectron2.modeling import ROI_HEADS_REGISTRY, StandardROIHeads
 from detectron2.modeling.poolers import ROIPooler, assign_boxes_to_levels, convert_boxes_to_pooler_format
 from detectron2.utils import comm
 from torch import distributed as dist
-from torch import nn
 
 from .divergence import OTMetaLoss, l2_meta_loss
 from .intertwiner import ClassBuffer, Critic, MakeUpLayer, class_sums, intertwiner_sets
 
 META_LOSSES = ("none", "l2", "ot")
-
-
-_SYNC_NORMS = ("SyncBN", "naiveSyncBN", "nnSyncBN")
-
-
-def _syncs_over_processes(module):
-    """Whether a norm layer of ``module`` computes its statistics over processes."""
-    return any(isinstance(m, (nn.SyncBatchNorm, NaiveSyncBatchNorm)) for m in module.modules())
 
 
 def _pooler(cfg, input_shape, resolution):
@@ -86,12 +77,7 @@ class InterNetROIHeads(StandardROIHeads):
         if not c.META_LEVELS or any(level not in levels for level in c.META_LEVELS):
             raise ValueError(f"MODEL.INTERNET.META_LEVELS must be levels of {list(in_features)} below the "
                              f"top one ({list(levels)}), got {list(c.META_LEVELS)}")
-        # Statistics over processes: the critic uses naiveSyncBN in its stats_mode "N", which
-        # takes any number of RoIs per process and in all (none, one), where naiveSyncBN
-        # asserts and SyncBN raises on a set of one RoI in all (see centroid_sums).
-        critic_norm = "naiveSyncBN_N" if c.NORM in _SYNC_NORMS else c.NORM
-        critic = Critic(channels, c.POOLER_RESOLUTION, c.CRITIC_CHANNELS, critic_norm,
-                        sigmoid=c.META_LOSS == "l2")
+        critic = Critic(channels, c.POOLER_RESOLUTION, c.CRITIC_CHANNELS, sigmoid=c.META_LOSS == "l2")
         ret.update(
             meta_loss=c.META_LOSS, meta_levels=c.META_LEVELS, critic=critic,
             meta_pooler=_pooler(cfg, input_shape, c.POOLER_RESOLUTION),
@@ -99,7 +85,7 @@ class InterNetROIHeads(StandardROIHeads):
             meta_weight=c.L2_WEIGHT if c.META_LOSS == "l2" else c.OT_WEIGHT,
         )
         if c.META_LOSS == "ot":
-            ret["ot"] = OTMetaLoss(critic.out_channels, c.OT_CRITIC_DIM, c.OT_EPSILON, c.OT_ITERS)
+            ret["ot"] = OTMetaLoss(critic.out_channels, c.OT_CRITIC_DIM, c.OT_EPSILON, c.OT_ITERS, c.OT_CRITIC)
         return ret
 
     @classmethod
@@ -130,12 +116,8 @@ class InterNetROIHeads(StandardROIHeads):
     def centroid_sums(self, raw, made_up, proposals):
         """Per-class sums and counts of the critic's features of the less reliable and of the
         reliable sets over all meta levels. A level without less reliable RoIs adds to neither
-        set (official). On one process (or with a per-process norm) a set of fewer than 2 RoIs
-        is skipped: the critic's BatchNorm needs 2 in training. When the critic's norm computes
-        statistics over processes (SyncBN, naiveSyncBN), every process calls the critic on both
-        sets of every level, whatever its RoIs (none or one included), so that all processes
-        issue the same collectives in the same order; what a skipped set would have added is
-        masked out instead."""
+        set, and an empty set is not passed to the critic (official). The critic's BatchNorm is
+        in eval mode, so a set of one RoI is fine and no process waits on another's sets."""
         boxes = [p.proposal_boxes for p in proposals]
         rois = convert_boxes_to_pooler_format(boxes)
         levels = self.roi_levels(boxes)
@@ -143,25 +125,20 @@ class InterNetROIHeads(StandardROIHeads):
         k, d = self.num_classes, self.critic.out_channels
         less = [rois.new_zeros(k, d), rois.new_zeros(k)]
         reliable = [rois.new_zeros(k, d), rois.new_zeros(k)]
-        synced = comm.get_world_size() > 1 and _syncs_over_processes(self.critic)
         for level in self.meta_levels:
             i = level - self.meta_pooler.min_level
             pool = self.meta_pooler.level_poolers[i]
             is_less, is_reliable = intertwiner_sets(levels, level)
-            n_less, n_reliable = int(is_less.sum()), int(is_reliable.sum())
-            if n_less < 2 and not synced:
+            if not is_less.any():
                 continue
-            # An empty set's sums are 0: only the reliable set of a level without less
-            # reliable RoIs needs masking.
             for acc, x in zip(less, class_sums(self.critic(pool(made_up[i], rois[is_less])),
                                                labels[is_less], k)):
                 acc += x
-            if n_reliable >= 2 or synced:
+            if is_reliable.any():
                 with torch.no_grad():  # the reliable side gets no gradient (BIG_FEAT_DETACH)
                     sums = class_sums(self.critic(pool(raw[i], rois[is_reliable])), labels[is_reliable], k)
-                if n_less > 0:
-                    for acc, x in zip(reliable, sums):
-                        acc += x
+                for acc, x in zip(reliable, sums):
+                    acc += x
         return less, reliable
 
     def intertwiner_loss(self, raw, made_up, proposals):

@@ -4,6 +4,8 @@ divergence."""
 
 import math
 
+import pytest
+
 import torch
 import torch.nn.functional as F
 from internet import ClassBuffer, Critic, MakeUpLayer, OTMetaLoss, class_sums, intertwiner_sets, l2_meta_loss
@@ -153,3 +155,76 @@ def test_ot_meta_loss_embeds_with_the_generator_and_the_critic():
     x.requires_grad_(True)
     ot(x, y).backward()
     assert x.grad.abs().sum() > 0 and all(p.grad is not None for p in ot.parameters())
+
+
+def test_critic_batchnorm_stays_an_affine_layer_in_training():
+    """Official: the critic's BatchNorm runs in eval mode with its initial statistics. A
+    per-channel scale and shift of one set must reach the meta-loss; train-mode BatchNorm
+    called per set would standardise it away (mse ~1e-15)."""
+    torch.manual_seed(0)
+    critic = Critic(8, pool_size=14, channels=(6, 10), sigmoid=True).train()
+    norms = [m for m in critic.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert len(norms) == 3 and critic.training and not any(m.training for m in norms)
+    for m in norms:  # a learned affine layer: weight / sqrt(1 + eps), bias
+        m.weight.data.uniform_(0.5, 2)
+        m.bias.data.uniform_(-0.5, 0.5)
+    x = torch.randn(16, 8, 14, 14)
+    # A scale and a per-channel shift: after the first (linear) conv, a per-channel scale and
+    # shift of its output, which BatchNorm over this set alone would remove.
+    y = 3 * x + torch.linspace(-1, 1, 8)[:, None, None]
+    cx, cy = critic(x).mean(0, keepdim=True), critic(y).mean(0, keepdim=True)
+    assert l2_meta_loss(cx, cy).item() > 1e-4
+    assert all(m.running_mean.eq(0).all() and m.running_var.eq(1).all() for m in norms)
+    # The same numbers in eval mode (the layers never normalise by a batch).
+    torch.testing.assert_close(critic.eval()(x).mean(0, keepdim=True), cx)
+    assert critic(x[:1]).shape == (1, 10)  # one RoI is a valid set
+
+
+def test_ot_critic_modes():
+    torch.manual_seed(0)
+    x, y = torch.rand(4, 16), torch.rand(5, 16)
+
+    def grads(mode):
+        torch.manual_seed(1)
+        ot = OTMetaLoss(dim=16, critic_dim=8, critic_mode=mode)
+        xg = x.clone().requires_grad_(True)
+        loss = ot(xg, y)
+        loss.backward()
+        return ot, loss, xg.grad
+
+    joint, loss, x_grad = grads("joint")
+    adversarial, loss_a, x_grad_a = grads("adversarial")
+    fixed, loss_f, x_grad_f = grads("fixed")
+    torch.testing.assert_close(loss_a, loss)
+    torch.testing.assert_close(loss_f, loss)
+    # The detector's side (its input, the generator) minimises in every mode ...
+    for g in (x_grad_a, x_grad_f):
+        torch.testing.assert_close(g, x_grad)
+    for p, q in zip(adversarial.generator.parameters(), joint.generator.parameters()):
+        torch.testing.assert_close(p.grad, q.grad)
+    # ... the adversarial critic maximises (reversed gradient), the fixed one does not learn.
+    for p, q in zip(adversarial.critic.parameters(), joint.critic.parameters()):
+        assert q.grad.abs().sum() > 0
+        torch.testing.assert_close(p.grad, -q.grad)
+    assert all(not p.requires_grad and p.grad is None for p in fixed.critic.parameters())
+
+    # One small SGD step of the critic alone: the adversarial one raises the divergence, the
+    # official joint one lowers it.
+    def after_step(ot):
+        with torch.no_grad():
+            for p in ot.critic.parameters():
+                p -= 1e-2 * p.grad
+            return ot(x, y)
+
+    assert after_step(adversarial) > loss > after_step(joint)
+    # The collapse the joint critic can reach: an embedding that maps everything to one
+    # direction gives a zero divergence and no gradient to the detector.
+    with torch.no_grad():
+        joint.critic[0].weight.zero_()
+        joint.critic[0].bias.fill_(1.0)
+    xg = x.clone().requires_grad_(True)
+    collapsed = joint(xg, y)
+    collapsed.backward()
+    assert abs(collapsed.item()) < 1e-6 and xg.grad.abs().max() == 0
+    with pytest.raises(ValueError, match="OT_CRITIC"):
+        OTMetaLoss(dim=16, critic_mode="max")

@@ -26,11 +26,12 @@ def toy_model(config="internet-l2_R-18-FPN_toy.yaml", *opts):
     return build_model(load_config(os.path.join(TOY, config), ["MODEL.DEVICE", "cpu", *opts]))
 
 
-# RoIs of constructed sizes: with the toy's canonical box size 28, sqrt(area) 10 -> P2,
-# 20 -> P3, 40 -> P4, 80 -> P5 (floor(4 + log2(s / 28))). Label 6 is background.
-BOXES = [[0, 0, 10, 10], [20, 20, 30, 30], [40, 40, 50, 50],   # P2
-         [0, 0, 20, 20], [30, 30, 50, 50],                     # P3
-         [10, 10, 50, 50], [60, 20, 100, 60],                  # P4
+# RoIs of constructed sizes: with the toy's canonical box size 28 / sqrt(2) (the official
+# round(4 + log2(s / 28)) as a floor), sqrt(area) 8 -> P2, 14 -> P3, 28 -> P4, 80 -> P5.
+# Label 6 is background.
+BOXES = [[0, 0, 8, 8], [20, 20, 28, 28], [40, 40, 48, 48],    # P2
+         [0, 0, 14, 14], [30, 30, 44, 44],                     # P3
+         [10, 10, 38, 38], [60, 20, 88, 48],                   # P4
          [0, 0, 80, 80], [40, 40, 120, 120]]                   # P5
 LABELS = [0, 1, 6, 0, 2, 1, 0, 2, 0]
 SETS = {2: ([0, 1, 2], [3, 4, 5, 6, 7, 8]), 3: ([3, 4], [5, 6, 7, 8]), 4: ([5, 6], [7, 8])}
@@ -102,6 +103,20 @@ def test_meta_loss_uses_the_classes_present_on_both_sides_and_the_buffer():
     assert heads.buffer.count.tolist() == [4, 4, 1, 0, 0, 0]
 
 
+def test_levels_round_as_the_official_assignment():
+    """The official level is round(4 + log2(sqrt(wh) / (224 / sqrt(image area))) on the
+    normalised box, i.e. round(4 + log2(side / 224)) in pixels, clamped to 2..5."""
+    cfg = load_config(os.path.join(COCO, "internet_R-50-FPN_1x_coco.yaml"), ["MODEL.DEVICE", "cpu"])
+    heads = build_model(cfg).roi_heads
+    sides = torch.logspace(3, 10, 300, base=2, dtype=torch.float64)  # 8 px to 1024 px
+    sides = sides[((torch.log2(sides / 224) % 1) - 0.5).abs() > 1e-6]  # no exact ties
+    boxes = Boxes(torch.stack([torch.zeros_like(sides), torch.zeros_like(sides), sides, sides], 1).float())
+    official = torch.round(4 + torch.log2(sides / 224)).clamp(2, 5).long()
+    assert torch.equal(heads.roi_levels([boxes]), official)
+    # Level 4 holds sides [224 / sqrt(2), 224 * sqrt(2)): 200 px is P4 here, P3 with floor.
+    assert heads.roi_levels([Boxes(torch.tensor([[0.0, 0, 200, 200], [0, 0, 150, 150]]))]).tolist() == [4, 3]
+
+
 def test_negative_ot_meta_loss_is_set_to_zero():
     heads = toy_model("internet_R-18-FPN_toy.yaml").roi_heads.train()
     d = heads.critic.out_channels
@@ -141,7 +156,7 @@ def train_step(model, boxes, classes):
 @pytest.mark.parametrize("config", ["internet-l2_R-18-FPN_toy.yaml", "internet_R-18-FPN_toy.yaml"])
 def test_only_small_only_large_and_no_objects(config):
     model = toy_model(config).train()
-    small = [[10, 10, 18, 18], [50, 60, 59, 70], [100, 30, 108, 37]]   # P2
+    small = [[10, 10, 18, 18], [50, 60, 58, 68], [100, 30, 107, 37]]   # P2
     large = [[0, 0, 110, 120], [40, 20, 158, 126]]                      # P5
     # No object, or only small ones: no reliable foreground, an empty buffer, no meta-loss.
     for boxes, classes in (([], []), (small, [1, 1, 2])):
@@ -164,7 +179,7 @@ def test_ablation_switches(config, makeup, meta):
     heads = model.roi_heads
     assert (heads.makeup is not None) == makeup and heads.meta_loss == meta
     assert (heads.critic is not None) == (meta != "none") and (heads.ot is not None) == (meta == "ot")
-    assert heads.box_pooler.canonical_box_size == 28
+    assert heads.box_pooler.canonical_box_size == pytest.approx(28 / 2 ** 0.5)
     if meta != "none":
         assert isinstance(heads.critic[-1], torch.nn.Sigmoid) == (meta == "l2")
         assert heads.meta_weight == {"l2": 10.0, "ot": 0.1}[meta]
