@@ -21,6 +21,9 @@ def add_d2det_config(cfg):
     _C.D2DET.DEFORM_SAMPLING_RATIO = 2
     _C.D2DET.TRANS_STD = 0.1
     _C.D2DET.AWP_GATE = 12.0
+    # One set of offset FCs and adaptive weighted pooling per FPN level (official: one
+    # DeformRoIPoolingPack per level, single_level.py); True shares one set across levels.
+    _C.D2DET.SHARED_POOLER = False
     # Cross-entropy weight of the classifier (it predicts no box deltas).
     _C.D2DET.CLS_LOSS_WEIGHT = 2.0
     # Dense local regression: RoIAlign to REG_POOLER_RESOLUTION^2 (sampling ratio 2) ->
@@ -39,6 +42,11 @@ def add_d2det_config(cfg):
     # overlap-BCE weights.
     _C.D2DET.JITTER = 0.15
     _C.D2DET.REG_SAMPLES_PER_IMAGE = 96
+    # How the cells' IoU losses L are weighted by their overlap targets m (0/1), over the N
+    # cells of all RoIs: "released" = mean(L) * mean(m), what the released code (mmdet 1.1,
+    # D2Det.py with weight 2.0) computes through a broadcast, so every cell regresses the box;
+    # "per_cell" = mean(L * m), the authors' mmdet 2.1 port, which uses weight 1.0 with it.
+    _C.D2DET.REG_LOSS_WEIGHTING = "released"
     _C.D2DET.REG_LOSS_WEIGHT = 2.0
     _C.D2DET.OVERLAP_LOSS_WEIGHT = 1.0
     # Inference: class-wise NMS (ROI_HEADS.NMS_THRESH_TEST, SCORE_THRESH_TEST) keeps the top

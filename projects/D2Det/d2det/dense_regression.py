@@ -129,16 +129,28 @@ class DenseRegressionHead(nn.Module):
         return F.relu(self.ltrb(x)), self.overlap(x)[:, 0]
 
 
+REG_LOSS_WEIGHTINGS = ("released", "per_cell")
+
+
 def dense_regression_losses(rois, gt_boxes, ltrb_pred, overlap_logits, reg_weight=2.0,
-                            overlap_weight=1.0):
-    """The dense regression losses of a set of RoIs: the IoU loss of every cell's decoded box
-    against the GT, weighted by the cell's overlap target, and the BCE of the overlap logits;
-    both averaged over all cells of all RoIs (the official ``mean`` reduction)."""
+                            overlap_weight=1.0, weighting="released"):
+    """The dense regression losses of a set of RoIs: the IoU loss L of every cell's decoded
+    box against the GT, weighted by the overlap targets m, and the BCE of the overlap logits,
+    averaged over the N cells of all RoIs (the official ``mean`` reduction). ``weighting``:
+    "released", mean(L) * mean(m) (the released mmdet 1.1 code, whose (N,) loss times (N, 1)
+    weight broadcasts to N x N); "per_cell", mean(L * m) (the mmdet 2.1 port)."""
+    if weighting not in REG_LOSS_WEIGHTINGS:
+        raise ValueError(f"MODEL.D2DET.REG_LOSS_WEIGHTING must be one of {REG_LOSS_WEIGHTINGS}, got {weighting!r}")
     size = ltrb_pred.shape[-1]
     _, overlap = dense_targets(rois, gt_boxes, size)
     cells = decode_dense(rois, ltrb_pred).reshape(-1, 4)
     gt = gt_boxes[:, None, :].expand(-1, size * size, 4).reshape(-1, 4)
-    iou_loss = (d2det_iou_loss(cells, gt) * overlap.reshape(-1)).sum() / max(overlap.numel(), 1)
+    n = max(overlap.numel(), 1)
+    losses, m = d2det_iou_loss(cells, gt), overlap.reshape(-1)
+    if weighting == "released":
+        iou_loss = losses.sum() / n * (m.sum() / n)
+    else:
+        iou_loss = (losses * m).sum() / n
     bce = F.binary_cross_entropy_with_logits(overlap_logits, overlap, reduction="sum")
     bce = bce / max(overlap.numel(), 1)
     return {"loss_dense_reg": reg_weight * iou_loss, "loss_overlap": overlap_weight * bce}

@@ -41,63 +41,72 @@ class AdaptiveWeightedPooling(nn.Module):
 class DiscriminativeRoIPooler(nn.Module):
     """A drop-in for detectron2's ``ROIPooler`` (same call) that returns (R, C, k, k):
 
-    1. plain RoIAlign to ``offset_pool_size`` x ``offset_pool_size``;
+    1. plain RoIAlign to ``offset_pool_size`` x ``offset_pool_size`` on the RoI's FPN level;
     2. FCs (``num_offset_fcs``, the last zero-initialised) predict a (2, k, k) offset per RoI,
        upsampled (nearest) to (2, 2k, 2k);
-    3. deformable RoI pooling to 2k x 2k on the RoI's FPN level (offsets x ``trans_std`` x RoI
+    3. deformable RoI pooling to 2k x 2k on the RoI's level (offsets x ``trans_std`` x RoI
        size);
     4. adaptive weighted pooling to k x k.
+
+    Each level has its own offset FCs and adaptive weighted pooling, as the official code
+    builds one ``DeformRoIPoolingPack`` per level; ``shared=True`` uses one set for all.
     """
 
     def __init__(self, in_channels, output_size, scales, sampling_ratio=2, trans_std=0.1,
                  offset_pool_size=3, offset_fc_dim=1024, num_offset_fcs=3, gate=12.0,
-                 canonical_box_size=224, canonical_level=4):
+                 canonical_box_size=224, canonical_level=4, shared=False):
         super().__init__()
         self.output_size = output_size
         self.scales = tuple(scales)
         self.sampling_ratio = sampling_ratio
         self.trans_std = trans_std
+        self.shared = shared
         # Levels are assigned as detectron2's ROIPooler does (canonical 224 at P4), which is
         # the official SingleRoIExtractor's rule (56 at P2).
         self.offset_pooler = ROIPooler(offset_pool_size, scales, sampling_ratio, "ROIAlignV2",
                                        canonical_box_size, canonical_level)
-        layers, dim = [], in_channels * offset_pool_size ** 2
-        for i in range(num_offset_fcs):
-            last = i == num_offset_fcs - 1
-            layers.append(nn.Linear(dim, 2 * output_size ** 2 if last else offset_fc_dim))
-            if not last:
-                layers.append(nn.ReLU(inplace=True))
-            dim = offset_fc_dim
-        self.offset_fc = nn.Sequential(*layers)
-        nn.init.zeros_(self.offset_fc[-1].weight)
-        nn.init.zeros_(self.offset_fc[-1].bias)
-        self.awp = AdaptiveWeightedPooling(in_channels, gate)
+        n = 1 if shared else len(self.scales)
+        self.offset_fc = nn.ModuleList(
+            _offset_fcs(in_channels * offset_pool_size ** 2, offset_fc_dim, num_offset_fcs, output_size)
+            for _ in range(n))
+        self.awp = nn.ModuleList(AdaptiveWeightedPooling(in_channels, gate) for _ in range(n))
 
-    def offsets(self, x, box_lists):
-        """The normalised (dx, dy) offset of each 2k x 2k bin: (R, 2, 2k, 2k)."""
-        coarse = self.offset_pooler(x, box_lists)
+    def forward(self, x, box_lists):
         k = self.output_size
-        offset = self.offset_fc(coarse.flatten(1)).view(-1, 2, k, k)
-        return F.interpolate(offset, scale_factor=2, mode="nearest")
-
-    def deform_pool(self, x, box_lists, offset):
-        """Deformable RoI pooling of every box on its level: (R, C, 2k, 2k)."""
+        if sum(len(b) for b in box_lists) == 0:
+            return x[0].new_zeros(0, x[0].shape[1], k, k)
         p = self.offset_pooler
         rois = convert_boxes_to_pooler_format(box_lists)
         levels = assign_boxes_to_levels(box_lists, p.min_level, p.max_level, p.canonical_box_size,
                                         p.canonical_level)
-        size = 2 * self.output_size
-        out = x[0].new_zeros(rois.shape[0], x[0].shape[1], size, size)
+        coarse = p(x, box_lists).flatten(1)
+        out = x[0].new_zeros(rois.shape[0], x[0].shape[1], k, k)
+        unused = 0.0
         for level, (feature, scale) in enumerate(zip(x, self.scales)):
+            j = 0 if self.shared else level
+            offset_fc, awp = self.offset_fc[j], self.awp[j]
             (idx,) = torch.nonzero(levels == level, as_tuple=True)
-            if idx.numel():
-                pooled = deform_roi_pool(feature, rois[idx], offset[idx], size, scale,
-                                         self.sampling_ratio, self.trans_std)
-                out = out.index_put((idx,), pooled)
-        return out
+            if not idx.numel():
+                # Keeps a level's modules in the graph when it has no RoI, as several
+                # processes (DDP) expect a gradient, here 0, for every parameter.
+                unused = unused + sum(q.sum() for q in (*offset_fc.parameters(), *awp.parameters())) * 0.0
+                continue
+            offset = F.interpolate(offset_fc(coarse[idx]).view(-1, 2, k, k), scale_factor=2, mode="nearest")
+            pooled = deform_roi_pool(feature, rois[idx], offset, 2 * k, scale, self.sampling_ratio,
+                                     self.trans_std)
+            out = out.index_put((idx,), awp(pooled))
+        return out + unused
 
-    def forward(self, x, box_lists):
-        if sum(len(b) for b in box_lists) == 0:
-            k = self.output_size
-            return x[0].new_zeros(0, x[0].shape[1], k, k)
-        return self.awp(self.deform_pool(x, box_lists, self.offsets(x, box_lists)))
+
+def _offset_fcs(in_dim, hidden_dim, num_fcs, output_size):
+    """FCs with ReLU between them; the last predicts (2, k, k) offsets and starts at zero."""
+    layers, dim = [], in_dim
+    for i in range(num_fcs):
+        last = i == num_fcs - 1
+        layers.append(nn.Linear(dim, 2 * output_size ** 2 if last else hidden_dim))
+        if not last:
+            layers.append(nn.ReLU(inplace=True))
+        dim = hidden_dim
+    nn.init.zeros_(layers[-1].weight)
+    nn.init.zeros_(layers[-1].bias)
+    return nn.Sequential(*layers)

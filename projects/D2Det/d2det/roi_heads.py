@@ -85,7 +85,8 @@ class D2DetROIHeads(StandardROIHeads):
 
     @configurable
     def __init__(self, *, reg_pooler, reg_head, reg_samples_per_image=96, jitter=0.15,
-                 reg_loss_weight=2.0, overlap_loss_weight=1.0, soft_nms_method="linear",
+                 reg_loss_weight=2.0, reg_loss_weighting="released", overlap_loss_weight=1.0,
+                 soft_nms_method="linear",
                  soft_nms_iou_thresh=0.5, soft_nms_sigma=0.5, soft_nms_min_score=1e-3,
                  detections_per_image=100, **kwargs):
         super().__init__(**kwargs)
@@ -94,6 +95,7 @@ class D2DetROIHeads(StandardROIHeads):
         self.reg_samples_per_image = reg_samples_per_image
         self.jitter = jitter
         self.reg_loss_weight = reg_loss_weight
+        self.reg_loss_weighting = reg_loss_weighting
         self.overlap_loss_weight = overlap_loss_weight
         self.soft_nms = {"method": soft_nms_method, "iou_threshold": soft_nms_iou_thresh,
                          "sigma": soft_nms_sigma, "min_score": soft_nms_min_score}
@@ -116,6 +118,7 @@ class D2DetROIHeads(StandardROIHeads):
             reg_samples_per_image=c.REG_SAMPLES_PER_IMAGE,
             jitter=c.JITTER,
             reg_loss_weight=c.REG_LOSS_WEIGHT,
+            reg_loss_weighting=c.REG_LOSS_WEIGHTING,
             overlap_loss_weight=c.OVERLAP_LOSS_WEIGHT,
             soft_nms_method=c.SOFT_NMS_METHOD,
             soft_nms_iou_thresh=c.SOFT_NMS_IOU_THRESH,
@@ -138,7 +141,7 @@ class D2DetROIHeads(StandardROIHeads):
             channels, resolution, [1.0 / input_shape[f].stride for f in in_features],
             sampling_ratio=c.DEFORM_SAMPLING_RATIO, trans_std=c.TRANS_STD,
             offset_pool_size=c.OFFSET_POOLER_RESOLUTION, offset_fc_dim=c.OFFSET_FC_DIM,
-            num_offset_fcs=c.NUM_OFFSET_FC, gate=c.AWP_GATE,
+            num_offset_fcs=c.NUM_OFFSET_FC, gate=c.AWP_GATE, shared=c.SHARED_POOLER,
         )
         box_head = build_box_head(cfg, ShapeSpec(channels=channels, height=resolution, width=resolution))
         return {
@@ -169,7 +172,8 @@ class D2DetROIHeads(StandardROIHeads):
         x = self.reg_pooler([features[f] for f in self.box_in_features], rois)
         ltrb, overlap_logits = self.reg_head(x)
         return dense_regression_losses(cat([r.tensor for r in rois]), cat(gts), ltrb, overlap_logits,
-                                       self.reg_loss_weight, self.overlap_loss_weight)
+                                       self.reg_loss_weight, self.overlap_loss_weight,
+                                       self.reg_loss_weighting)
 
     def _refine(self, features, instances):
         if sum(len(i) for i in instances) == 0:
@@ -180,8 +184,7 @@ class D2DetROIHeads(StandardROIHeads):
         boxes = average_cell_boxes(decode_dense(boxes, ltrb), overlap_logits)
         results = []
         for inst, b in zip(instances, boxes.split([len(i) for i in instances])):
-            b = Boxes(b)
-            b.clip(inst.image_size)
+            b = Boxes(b)  # not clipped before soft-NMS (official); detectron2 clips the output
             keep, scores = batched_soft_nms(b.tensor, inst.scores, inst.pred_classes, **self.soft_nms)
             keep, scores = keep[: self.detections_per_image], scores[: self.detections_per_image]
             result = Instances(inst.image_size)

@@ -84,10 +84,20 @@ def test_dense_losses_by_hand():
     assert losses["loss_overlap"].item() == pytest.approx(bce)
     # A 3x3 grid over a 0..30 box: pitch 15, points 5, 15, 25: only the centre cell (15, 15) is
     # positive. Every cell predicts distances 0.25 (7.5 px), so the centre predicts [7.5, 22.5]^2
-    # (IoU 15^2 / 30^2 = 0.25) and the loss is 2 * (-log 0.25) / 9 cells.
+    # (IoU 15^2 / 30^2 = 0.25): per cell (the mmdet 2.1 port), the loss is 2 * (-log 0.25) / 9
+    # cells.
     roi = torch.tensor([[0.0, 0, 30, 30]])
-    losses = dense_regression_losses(roi, roi, torch.full((1, 4, 3, 3), 0.25), torch.zeros(1, 3, 3))
+    ltrb, logits = torch.full((1, 4, 3, 3), 0.25), torch.zeros(1, 3, 3)
+    losses = dense_regression_losses(roi, roi, ltrb, logits, weighting="per_cell")
     assert losses["loss_dense_reg"].item() == pytest.approx(2 * math.log(4) / 9)
+    # Released (mmdet 1.1): mean(L) * mean(m), every cell's loss counts. The edge cells'
+    # 15 x 15 boxes cover 12.5 x 15 of the GT (IoU 187.5 / 937.5 = 0.2), the corners'
+    # 12.5 x 12.5 (IoU 156.25 / 968.75); mean(m) = 1 / 9.
+    mean_l = (math.log(4) + 4 * -math.log(0.2) + 4 * -math.log(156.25 / 968.75)) / 9
+    losses = dense_regression_losses(roi, roi, ltrb, logits)
+    assert losses["loss_dense_reg"].item() == pytest.approx(2 * mean_l / 9)
+    with pytest.raises(ValueError, match="REG_LOSS_WEIGHTING"):
+        dense_regression_losses(roi, roi, ltrb, logits, weighting="mean")
     # No RoI at all: zero losses, not NaN.
     losses = dense_regression_losses(roi[:0], roi[:0], torch.zeros(0, 4, 7, 7), torch.zeros(0, 7, 7))
     assert all(v.item() == 0.0 for v in losses.values())
@@ -148,9 +158,36 @@ def test_discriminative_pooler_at_init_is_roialign_then_average_pooling():
     levels = [0, 1, 0]
     for i, (r, lvl) in enumerate(zip(rois, levels)):
         fine = roi_align(feats[lvl], r, 14, spatial_scale=[1 / 4, 1 / 8][lvl], sampling_ratio=2, aligned=True)
-        expect = pooler.awp(fine)  # zero offsets at init; the AWP is then a plain average
+        expect = pooler.awp[lvl](fine)  # zero offsets at init; the AWP is then a plain average
         torch.testing.assert_close(out[i:i + 1], expect)
     # The offset branch is live: its last FC starts at zero, but gradients reach it.
     out.sum().backward()
-    assert pooler.offset_fc[-1].weight.grad.abs().sum() > 0
+    assert all(fc[-1].weight.grad.abs().sum() > 0 for fc in pooler.offset_fc)
     assert pooler(feats, [Boxes(torch.zeros(0, 4)), Boxes(torch.zeros(0, 4))]).shape == (0, 8, 7, 7)
+
+
+def test_each_level_has_its_own_offsets_and_weighted_pooling():
+    """Official: one DeformRoIPoolingPack (offset FCs + AWP) per level. A level's RoIs use its
+    own modules only; a level without RoIs still gets a (zero) gradient, as DDP needs."""
+    torch.manual_seed(0)
+    pooler = DiscriminativeRoIPooler(8, 7, [1 / 4, 1 / 8], sampling_ratio=2, offset_fc_dim=32)
+    shared = DiscriminativeRoIPooler(8, 7, [1 / 4, 1 / 8], sampling_ratio=2, offset_fc_dim=32, shared=True)
+    assert len(pooler.offset_fc) == len(pooler.awp) == 2 and len(shared.offset_fc) == len(shared.awp) == 1
+    per_level = sum(p.numel() for p in pooler.parameters())
+    assert per_level - sum(p.numel() for p in shared.parameters()) == sum(
+        p.numel() for m in (pooler.offset_fc[1], pooler.awp[1]) for p in m.parameters())
+    feats = [torch.randn(1, 8, 32, 40), torch.randn(1, 8, 16, 20)]
+    small, large = Boxes(torch.tensor([[10.0, 10.0, 50.0, 50.0]])), Boxes(torch.tensor([[0.0, 0, 150, 150]]))
+    with torch.no_grad():  # a level-1 change moves only the large RoI's feature
+        for fc in pooler.offset_fc:
+            fc[-1].bias.uniform_(-1, 1)
+        before = pooler(feats, [Boxes.cat([small, large])])
+        pooler.offset_fc[1][-1].bias.uniform_(-1, 1)
+        pooler.awp[1].conv.weight.uniform_(-0.1, 0.1)
+        after = pooler(feats, [Boxes.cat([small, large])])
+    torch.testing.assert_close(after[0], before[0])
+    assert (after[1] - before[1]).abs().max() > 1e-3
+    pooler(feats, [small]).sum().backward()  # level 1 has no RoI
+    grads = [p.grad for m in (pooler.offset_fc[1], pooler.awp[1]) for p in m.parameters()]
+    assert all(g is not None and g.abs().sum() == 0 for g in grads)
+    assert pooler.offset_fc[0][-1].weight.grad.abs().sum() > 0

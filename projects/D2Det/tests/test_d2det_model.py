@@ -97,16 +97,19 @@ def test_mask_on_is_a_clear_error_until_the_mask_branch_exists():
 
 
 def test_size_of_the_coco_model():
-    def size(config):
-        cfg = load_config(os.path.join(COCO, config), ["MODEL.DEVICE", "cpu"])
+    def size(config, *opts):
+        cfg = load_config(os.path.join(COCO, config), ["MODEL.DEVICE", "cpu", *opts])
         return sum(p.numel() for p in build_model(cfg).parameters())
 
     d2det, faster = size("d2det_R-50-FPN_2x_coco.yaml"), size("faster_rcnn_R-50-FPN_2x_coco.yaml")
-    # D2Det over Faster R-CNN, layer by layer from the official config and code:
+    # D2Det over Faster R-CNN, layer by layer from the official config and code: offset FCs
+    # and AWP for each of the 4 levels (one DeformRoIPoolingPack per level).
     offset_fcs = (2304 * 1024 + 1024) + (1024 * 1024 + 1024) + (1024 * 98 + 98)
     awp = 256 * 256 * 9 + 2 * 256                     # conv (no bias) + InstanceNorm affine
     convs = 256 * 576 * 9 + 7 * 576 * 576 * 9 + 8 * 2 * 576   # no bias; GN affine
     outputs = (576 * 4 * 9 + 4) + (576 * 9 + 1)       # ltrb and overlap convs
     no_box_deltas = 1024 * 320 + 320                  # Faster R-CNN's class-wise deltas
-    assert d2det - faster == offset_fcs + awp + convs + outputs - no_box_deltas
-    assert d2det == 67_736_775  # README: 67.74 M (Faster R-CNN: 41.70 M)
+    assert d2det - faster == 4 * (offset_fcs + awp) + convs + outputs - no_box_deltas
+    assert d2det == 80_038_893  # README: 80.04 M (Faster R-CNN: 41.70 M)
+    shared = size("d2det_R-50-FPN_2x_coco.yaml", "MODEL.D2DET.SHARED_POOLER", "True")
+    assert d2det - shared == 3 * (offset_fcs + awp)  # 12.30 M
