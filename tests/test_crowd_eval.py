@@ -147,6 +147,14 @@ def test_evaluator_on_a_registered_dataset(tmp_path):
     assert [r["ID"] for r in records] == ["A", "B", "C"]
     assert records[0]["dtboxes"][1]["box"] == [0, 0, 10, 19]
     assert records[0]["dtboxes"][1]["vbox"] == [0, 0, 10, 9] and records[2]["dtboxes"] == []
+    # The ground truth of the same images, keyed "box" as the detections (the official
+    # compute_APMR.py reads both with --target_key box), ignore regions tagged as such.
+    gt = [json.loads(line) for line in open(tmp_path / "crowd_groundtruth.odgt")]
+    assert [r["ID"] for r in gt] == ["A", "B", "C"] and gt[1]["gtboxes"] == []
+    assert [g["box"] for g in gt[0]["gtboxes"]] == [g["fbox"] for g in gt[0]["gtboxes"]] == xywh
+    assert [g["tag"] for g in gt[0]["gtboxes"]] == ["person"] * 3 + ["mask"]
+    assert [g["extra"]["ignore"] for g in gt[0]["gtboxes"]] == [0, 0, 0, 1]
+    assert [g.get("vbox") for g in gt[0]["gtboxes"]] == [*vis_xywh, None]
     # Without a prediction for an image (C), or without visible boxes, only the full boxes count.
     ev.reset()
     ev.process([{"image_id": "A"}], [{"instances": inst[:0]}])

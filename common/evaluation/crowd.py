@@ -213,8 +213,12 @@ class CrowdHumanEvaluator(DatasetEvaluator):
     Ground truth comes from the dataset's dicts (``bbox`` full box; ``iscrowd`` 1 = ignore
     region). Images without a prediction count as images without detections. With an
     ``output_dir``, the detections are also written as ``crowd_detections.odgt`` (CrowdHuman's
-    ``dtboxes`` format, with ``vbox`` where the model predicts visible boxes) for the official
-    toolkit.
+    ``dtboxes`` format, with ``vbox`` where the model predicts visible boxes) and the ground
+    truth of the same images as ``crowd_groundtruth.odgt`` (``gtboxes``; the full box under
+    ``box`` and ``fbox``, ``vbox`` and ``hbox`` where the dataset has them, ignore regions as
+    tag "mask" with ``extra.ignore`` 1), the pair the official toolkit's
+    ``compute_APMR.py --target_key box`` reads (it takes the gt and the detections by the same
+    key, so CrowdHuman's own ``annotation_val.odgt``, which has ``fbox``, does not work there).
     """
 
     def __init__(self, dataset_name, output_dir=None, iou_thresh=0.5, distributed=True):
@@ -243,9 +247,11 @@ class CrowdHumanEvaluator(DatasetEvaluator):
             predictions = list(itertools.chain(*comm.gather(predictions, dst=0)))
             if not comm.is_main_process():
                 return {}
-        images, visible = crowd_images(DatasetCatalog.get(self._dataset_name), predictions)
+        dataset_dicts = DatasetCatalog.get(self._dataset_name)
+        images, visible = crowd_images(dataset_dicts, predictions)
         if self._output_dir:
             self._write_odgt(images, os.path.join(self._output_dir, "crowd_detections.odgt"))
+            self._write_gt_odgt(dataset_dicts, os.path.join(self._output_dir, "crowd_groundtruth.odgt"))
         results = OrderedDict(crowd=_percent(evaluate_crowd(images, self._thresh)))
         if visible is not None:
             results["crowd_visible"] = _percent(evaluate_crowd(visible, self._thresh))
@@ -271,6 +277,24 @@ class CrowdHumanEvaluator(DatasetEvaluator):
                     dts.append(dt)
                 f.write(json.dumps({"ID": im["image_id"], "height": im["height"],
                                     "width": im["width"], "dtboxes": dts}) + "\n")
+
+
+    @staticmethod
+    def _write_gt_odgt(dataset_dicts, path):
+        with open(path, "w") as f:
+            for d in dataset_dicts:
+                gts = []
+                for a in d.get("annotations", []):
+                    box = _xywh(_xyxy([a], "bbox")[0])
+                    ignore = int(a.get("iscrowd", 0) == 1)
+                    gt = {"box": box, "fbox": box, "tag": "mask" if ignore else "person",
+                          "extra": {"ignore": ignore}}
+                    for key, odgt_key in (("vis_bbox", "vbox"), ("head_bbox", "hbox")):
+                        if key in a:
+                            gt[odgt_key] = _xywh(_xyxy([a], key)[0])
+                    gts.append(gt)
+                f.write(json.dumps({"ID": d["image_id"], "height": d["height"], "width": d["width"],
+                                    "gtboxes": gts}) + "\n")
 
 
 def crowd_images(dataset_dicts, predictions):

@@ -10,7 +10,7 @@
     python train_net.py --config-file ... --resume
 """
 
-from pbm import PairedDatasetMapper, add_pbm_config
+from pbm import CrowdDatasetMapper, PairedDatasetMapper, add_pbm_config
 
 from common.engine import Trainer as BaseTrainer
 from common.engine import default_argument_parser, evaluate, launch, setup
@@ -19,9 +19,11 @@ from common.engine import default_argument_parser, evaluate, launch, setup
 class Trainer(BaseTrainer):
     @classmethod
     def build_train_loader(cls, cfg):
-        if cfg.MODEL.META_ARCHITECTURE != "PBMRCNN":
-            return super().build_train_loader(cfg)  # the baseline: full boxes only
-        return super().build_train_loader(cfg, mapper=PairedDatasetMapper(cfg, is_train=True))
+        if cfg.MODEL.META_ARCHITECTURE == "PBMRCNN":  # pairs, and the ignore regions
+            return super().build_train_loader(cfg, mapper=PairedDatasetMapper(cfg, is_train=True))
+        if cfg.MODEL.ROI_HEADS.NAME == "CrowdROIHeads":  # the CrowdHuman baseline: the ignore regions
+            return super().build_train_loader(cfg, mapper=CrowdDatasetMapper(cfg, is_train=True))
+        return super().build_train_loader(cfg)  # detectron2's Faster R-CNN (the toy baseline)
 
 
 # This entry, as the repo's tools (harness/: tests, make bench, the demo) find it.

@@ -140,7 +140,8 @@ def dense_regression_losses(rois, gt_boxes, ltrb_pred, overlap_logits, reg_weigh
     "released", mean(L) * mean(m) (the released mmdet 1.1 code, whose (N,) loss times (N, 1)
     weight broadcasts to N x N); "per_cell", mean(L * m) (the mmdet 2.1 port)."""
     if weighting not in REG_LOSS_WEIGHTINGS:
-        raise ValueError(f"MODEL.D2DET.REG_LOSS_WEIGHTING must be one of {REG_LOSS_WEIGHTINGS}, got {weighting!r}")
+        raise ValueError(
+            f"MODEL.D2DET.REG_LOSS_WEIGHTING must be one of {REG_LOSS_WEIGHTINGS}, got {weighting!r}")
     size = ltrb_pred.shape[-1]
     _, overlap = dense_targets(rois, gt_boxes, size)
     cells = decode_dense(rois, ltrb_pred).reshape(-1, 4)

@@ -87,7 +87,8 @@ class OTMetaLoss(nn.Module):
     def __init__(self, dim, critic_dim=256, epsilon=1.0, iters=5, critic_mode="adversarial"):
         super().__init__()
         if critic_mode not in OT_CRITIC_MODES:
-            raise ValueError(f"MODEL.INTERNET.OT_CRITIC must be one of {OT_CRITIC_MODES}, got {critic_mode!r}")
+            raise ValueError(
+                f"MODEL.INTERNET.OT_CRITIC must be one of {OT_CRITIC_MODES}, got {critic_mode!r}")
         self.generator = nn.Sequential(nn.Conv1d(dim, dim, 3, padding=1), nn.ReLU())
         self.critic = nn.Sequential(nn.Conv1d(dim, critic_dim, 3, padding=1), nn.ReLU())
         self.epsilon, self.iters = epsilon, iters

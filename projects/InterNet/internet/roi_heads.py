@@ -85,7 +85,8 @@ class InterNetROIHeads(StandardROIHeads):
             meta_weight=c.L2_WEIGHT if c.META_LOSS == "l2" else c.OT_WEIGHT,
         )
         if c.META_LOSS == "ot":
-            ret["ot"] = OTMetaLoss(critic.out_channels, c.OT_CRITIC_DIM, c.OT_EPSILON, c.OT_ITERS, c.OT_CRITIC)
+            ret["ot"] = OTMetaLoss(critic.out_channels, c.OT_CRITIC_DIM, c.OT_EPSILON, c.OT_ITERS,
+                                   c.OT_CRITIC)
         return ret
 
     @classmethod

@@ -5,7 +5,6 @@ divergence."""
 import math
 
 import pytest
-
 import torch
 import torch.nn.functional as F
 from internet import ClassBuffer, Critic, MakeUpLayer, OTMetaLoss, class_sums, intertwiner_sets, l2_meta_loss

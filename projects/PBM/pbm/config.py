@@ -14,6 +14,14 @@ def add_pbm_config(cfg):
     # IoF(A, V) = |A & V| / |V| >= beta1.
     cfg.MODEL.PBM.RPN_IOF_THRESH = 0.7  # beta1
     cfg.MODEL.PBM.RPN_VIS_LOSS_WEIGHT = 1.0  # visible-proposal regression, x the full one's
+    # RPN proposals: False, detectron2's top PRE_NMS_TOPK per level and NMS per level; True,
+    # CrowdDet's top PRE_NMS_TOPK over all levels and one NMS (Base-PBM.yaml, with its 12000 /
+    # 6000). Used by PairedRPN and by the baseline's CrowdRPN.
+    cfg.MODEL.PBM.RPN_TOPK_ACROSS_LEVELS = False
+    # Ignore regions (gt_ignore, CrowdDatasetMapper): a RoI whose IoU with every person is below
+    # this and which lies in an ignore region by at least this much of its area is neither
+    # foreground nor background (CrowdDet's fpn_roi_target: its fg_threshold, 0.5).
+    cfg.MODEL.PBM.IGNORE_IOA_THRESH = 0.5
     # Paired R-CNN: a proposal pair (Pf, Pv) is positive for (F, V) when IoU(Pf, F) >= alpha2
     # and IoU(Pv, V) >= beta2.
     cfg.MODEL.PBM.RCNN_VIS_IOU_THRESH = 0.5  # beta2

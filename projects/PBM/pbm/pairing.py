@@ -49,6 +49,29 @@ def match_pairs(full_quality, vis_quality, full_thresh, vis_thresh, neg_thresh,
     return matched, labels
 
 
+def split_ignore(instances):
+    """(people, ignore region boxes) of one image's ground truth; ``gt_ignore`` marks the
+    ignore regions (CrowdHuman's ``mask`` boxes and ``extra.ignore``), absent = none."""
+    if not instances.has("gt_ignore"):
+        return instances, instances.gt_boxes[:0]
+    return instances[~instances.gt_ignore], instances.gt_boxes[instances.gt_ignore]
+
+
+def ignored_by_regions(boxes: Boxes, person_iou: torch.Tensor, ignore_boxes: Boxes, thresh=0.5):
+    """CrowdDet's ignore rule (lib/det_oprs/fpn_roi_target.py): a RoI whose IoU with every
+    person is below ``thresh`` but which lies in an ignore region by at least ``thresh`` of its
+    own area (|A & R| / |A|) is neither foreground nor background. ``person_iou`` is
+    (people, RoIs). Returns a bool mask over the RoIs."""
+    if len(ignore_boxes) == 0:
+        return torch.zeros(len(boxes), dtype=torch.bool, device=boxes.device)
+    if len(person_iou):
+        best_person = person_iou.max(dim=0).values
+    else:
+        best_person = torch.zeros(len(boxes), device=boxes.device)
+    in_region = pairwise_ioa(ignore_boxes, boxes).max(dim=0).values
+    return (best_person < thresh) & (in_region >= thresh)
+
+
 def r2nms(vis_boxes, scores, classes, iou_threshold):
     """NMS by representative region: greedy NMS (per class) whose overlap test is the IoU of
     the visible boxes. Returns the indices kept, by decreasing score; the caller keeps the

@@ -7,13 +7,14 @@ from detectron2.config import configurable
 from detectron2.layers import ShapeSpec, batched_nms, cat
 from detectron2.modeling import ROI_HEADS_REGISTRY, StandardROIHeads
 from detectron2.modeling.poolers import ROIPooler
+from detectron2.modeling.proposal_generator.proposal_utils import add_ground_truth_to_proposals
 from detectron2.modeling.roi_heads import build_box_head
 from detectron2.modeling.roi_heads.fast_rcnn import FastRCNNOutputLayers
 from detectron2.structures import Boxes, Instances, pairwise_iou
 from detectron2.utils.events import get_event_storage
 from torch import nn
 
-from .pairing import match_pairs, r2nms
+from .pairing import ignored_by_regions, match_pairs, r2nms, split_ignore
 from .ppfe import PPFE
 
 NMS_TYPES = ("r2nms", "greedy")
@@ -118,12 +119,59 @@ def paired_inference_single_image(full, vis, scores, image_shape, score_thresh, 
     return result
 
 
+def _log_samples(gt_classes_per_image, num_classes):
+    storage = get_event_storage()
+    num_fg = [((c >= 0) & (c < num_classes)).sum().item() for c in gt_classes_per_image]
+    num_bg = [(c == num_classes).sum().item() for c in gt_classes_per_image]
+    storage.put_scalar("roi_head/num_fg_samples", sum(num_fg) / len(num_fg))
+    storage.put_scalar("roi_head/num_bg_samples", sum(num_bg) / len(num_bg))
+
+
 @ROI_HEADS_REGISTRY.register()
-class PBMROIHeads(StandardROIHeads):
+class CrowdROIHeads(StandardROIHeads):
+    """detectron2's R-CNN with CrowdDet's ignore regions (``gt_ignore``): the people are the
+    targets, and a RoI whose IoU with every person is below the foreground threshold but which
+    lies in an ignore region (``ignored_by_regions``) is neither foreground nor background.
+    The CrowdHuman baseline's R-CNN."""
+
+    @configurable
+    def __init__(self, *, ignore_ioa_thresh: float = 0.5, **kwargs):
+        super().__init__(**kwargs)
+        self.ignore_ioa_thresh = ignore_ioa_thresh
+
+    @classmethod
+    def from_config(cls, cfg, input_shape):
+        ret = super().from_config(cfg, input_shape)
+        ret["ignore_ioa_thresh"] = cfg.MODEL.PBM.IGNORE_IOA_THRESH
+        return ret
+
+    @torch.no_grad()
+    def label_and_sample_proposals(self, proposals, targets):
+        targets, regions = zip(*[split_ignore(t) for t in targets])
+        if self.proposal_append_gt:
+            proposals = add_ground_truth_to_proposals(targets, proposals)
+        out = []
+        for p, t, r in zip(proposals, targets, regions):
+            iou = pairwise_iou(t.gt_boxes, p.proposal_boxes)
+            matched, labels = self.proposal_matcher(iou)
+            labels[ignored_by_regions(p.proposal_boxes, iou, r, self.ignore_ioa_thresh)] = -1
+            sampled, gt_classes = self._sample_proposals(matched, labels, t.gt_classes)
+            p = p[sampled]
+            p.gt_classes = gt_classes
+            if len(t):
+                p.gt_boxes = t.gt_boxes[matched[sampled]]
+            out.append(p)
+        _log_samples([p.gt_classes for p in out], self.num_classes)
+        return out
+
+
+@ROI_HEADS_REGISTRY.register()
+class PBMROIHeads(CrowdROIHeads):
     """Paired R-CNN. Each proposal pair is pooled twice (full and visible proposal, each from
     its own FPN level), fused by the PPFE and classified and regressed once. A pair is
     positive for the ground-truth pair (F, V) when IoU(Pf, F) >= alpha2 and IoU(Pv, V) >= beta2,
-    background when IoU(Pf, F) < alpha2 for every F, ignored otherwise."""
+    background when IoU(Pf, F) < alpha2 for every F, ignored otherwise; pairs whose full
+    proposal lies in an ignore region are ignored as in ``CrowdROIHeads``."""
 
     @configurable
     def __init__(self, *, ppfe: nn.Module, vis_iou_thresh: float, **kwargs):
@@ -166,27 +214,25 @@ class PBMROIHeads(StandardROIHeads):
 
     @torch.no_grad()
     def label_and_sample_proposals(self, proposals, targets):
+        targets, regions = zip(*[split_ignore(t) for t in targets])
         if self.proposal_append_gt:  # every ground-truth pair is a proposal pair too
             proposals = [Instances.cat([p, _gt_pairs_as_proposals(t)]) for p, t in zip(proposals, targets)]
-        out, num_fg, num_bg = [], [], []
-        for p, t in zip(proposals, targets):
+        out = []
+        for p, t, r in zip(proposals, targets, regions):
+            full_iou = pairwise_iou(t.gt_boxes, p.proposal_boxes)
             matched, labels = match_pairs(
-                pairwise_iou(t.gt_boxes, p.proposal_boxes),
-                pairwise_iou(t.gt_vis_boxes, p.proposal_vis_boxes),
+                full_iou, pairwise_iou(t.gt_vis_boxes, p.proposal_vis_boxes),
                 self.full_iou_thresh, self.vis_iou_thresh, self.full_iou_thresh,
             )
+            labels[ignored_by_regions(p.proposal_boxes, full_iou, r, self.ignore_ioa_thresh)] = -1
             sampled, gt_classes = self._sample_proposals(matched, labels, t.gt_classes)
             p = p[sampled]
             p.gt_classes = gt_classes
             if len(t):
                 p.gt_boxes = t.gt_boxes[matched[sampled]]
                 p.gt_vis_boxes = t.gt_vis_boxes[matched[sampled]]
-            num_bg.append((gt_classes == self.num_classes).sum().item())
-            num_fg.append(((gt_classes >= 0) & (gt_classes < self.num_classes)).sum().item())
             out.append(p)
-        storage = get_event_storage()
-        storage.put_scalar("roi_head/num_fg_samples", sum(num_fg) / len(num_fg))
-        storage.put_scalar("roi_head/num_bg_samples", sum(num_bg) / len(num_bg))
+        _log_samples([p.gt_classes for p in out], self.num_classes)
         return out
 
     def _forward_box(self, features, proposals):

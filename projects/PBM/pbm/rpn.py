@@ -6,10 +6,11 @@ from detectron2.config import configurable
 from detectron2.layers import batched_nms, cat
 from detectron2.modeling import PROPOSAL_GENERATOR_REGISTRY, RPN_HEAD_REGISTRY
 from detectron2.modeling.box_regression import _dense_box_regression_loss
+from detectron2.modeling.proposal_generator.proposal_utils import find_top_rpn_proposals
 from detectron2.modeling.proposal_generator.rpn import RPN, StandardRPNHead
 from detectron2.structures import Boxes, Instances, pairwise_iou
 
-from .pairing import match_pairs, pairwise_iof
+from .pairing import match_pairs, pairwise_iof, split_ignore
 
 
 @RPN_HEAD_REGISTRY.register()
@@ -25,11 +26,49 @@ class PairedRPNHead(StandardRPNHead):
 
 
 @PROPOSAL_GENERATOR_REGISTRY.register()
-class PairedRPN(RPN):
+class CrowdRPN(RPN):
+    """detectron2's RPN as CrowdDet's FPN baseline runs it: ignore regions (``gt_ignore``) are
+    not targets, so anchors on them may be negatives (CrowdDet's fpn_anchor_target keeps only
+    the people), and with ``topk_across_levels`` the proposals of an image are the top
+    ``PRE_NMS_TOPK`` of all levels together, clipped, small ones dropped, then one NMS over
+    all levels (CrowdDet's find_top_rpn_proposals), instead of detectron2's top-k and NMS per
+    level."""
+
+    @configurable
+    def __init__(self, *, topk_across_levels: bool = False, **kwargs):
+        super().__init__(**kwargs)
+        self.topk_across_levels = topk_across_levels
+
+    @classmethod
+    def from_config(cls, cfg, input_shape):
+        ret = super().from_config(cfg, input_shape)
+        ret["topk_across_levels"] = cfg.MODEL.PBM.RPN_TOPK_ACROSS_LEVELS
+        return ret
+
+    def forward(self, images, features, gt_instances=None):
+        if gt_instances is not None:
+            gt_instances = [split_ignore(x)[0] for x in gt_instances]
+        return super().forward(images, features, gt_instances)
+
+    def predict_proposals(self, anchors, pred_objectness_logits, pred_anchor_deltas, image_sizes):
+        if not self.topk_across_levels:
+            return super().predict_proposals(anchors, pred_objectness_logits, pred_anchor_deltas, image_sizes)
+        with torch.no_grad():  # all levels as one: one top-k, one NMS
+            proposals = self._decode_proposals(anchors, pred_anchor_deltas)
+            return find_top_rpn_proposals(
+                [cat(proposals, 1)], [cat(pred_objectness_logits, 1)], image_sizes, self.nms_thresh,
+                self.pre_nms_topk[self.training], self.post_nms_topk[self.training], self.min_box_size,
+                self.training,
+            )
+
+
+@PROPOSAL_GENERATOR_REGISTRY.register()
+class PairedRPN(CrowdRPN):
     """An anchor is positive for the pair (F, V) when IoU(A, F) >= alpha1 and IoF(A, V) >=
     beta1; negative when its IoU with every full box is below ``IOU_THRESHOLDS[0]``.
     Proposals are pairs (``proposal_boxes``, ``proposal_vis_boxes``), de-duplicated by NMS on
-    the full boxes as in detectron2's RPN."""
+    the full boxes, per level or over all levels (``CrowdRPN``); ignore regions are not
+    targets."""
 
     @configurable
     def __init__(self, *, vis_iof_thresh: float, vis_loss_weight: float, **kwargs):
@@ -71,6 +110,8 @@ class PairedRPN(RPN):
         return gt_labels, gt_full, gt_vis
 
     def forward(self, images, features, gt_instances=None):
+        if gt_instances is not None:
+            gt_instances = [split_ignore(x)[0] for x in gt_instances]
         features = [features[f] for f in self.in_features]
         anchors = self.anchor_generator(features)
         logits, deltas = self.rpn_head(features)
@@ -102,9 +143,12 @@ class PairedRPN(RPN):
     def predict_paired_proposals(self, anchors, logits, full_deltas, vis_deltas, image_sizes):
         """Decodes both boxes of every anchor, then detectron2's proposal selection (top-k per
         level, clip, drop small full boxes and empty visible ones, NMS per level on the full
-        boxes, top-k) carrying the visible boxes along."""
+        boxes, top-k) carrying the visible boxes along; with ``topk_across_levels`` all levels
+        are one (one top-k, one NMS)."""
         full = self._decode_proposals(anchors, full_deltas)
         vis = self._decode_proposals(anchors, vis_deltas)
+        if self.topk_across_levels:
+            full, vis, logits = [cat(full, 1)], [cat(vis, 1)], [cat(logits, 1)]
         pre_topk, post_topk = self.pre_nms_topk[self.training], self.post_nms_topk[self.training]
         num_images = len(image_sizes)
         batch = torch.arange(num_images, device=full[0].device)

@@ -5,7 +5,16 @@ import pytest
 import torch
 from detectron2.data import transforms as T
 from detectron2.structures import Boxes, BoxMode, pairwise_iou
-from pbm import PPFE, PairedDatasetMapper, match_pairs, paired_inference_single_image, pairwise_iof, r2nms
+from pbm import (
+    PPFE,
+    CrowdDatasetMapper,
+    PairedDatasetMapper,
+    ignored_by_regions,
+    match_pairs,
+    paired_inference_single_image,
+    pairwise_iof,
+    r2nms,
+)
 from pbm.ppfe import visible_mask
 
 
@@ -125,22 +134,41 @@ def test_bad_switches_fail_clearly():
         PPFE("sum")
 
 
-def _mapper():
-    return PairedDatasetMapper(is_train=True, augmentations=[T.RandomFlip(prob=1.0)], image_format="BGR")
-
-
 def test_mapper_flips_the_visible_box_with_the_image():
     d = {"file_name": "x.png", "height": 40, "width": 60, "annotations": [
         {"bbox": [1, 2, 10, 30], "vis_bbox": [1, 2, 10, 15], "bbox_mode": BoxMode.XYWH_ABS,
          "category_id": 0, "iscrowd": 0},
-        {"bbox": [30, 0, 10, 10], "vis_bbox": [30, 0, 10, 10], "bbox_mode": BoxMode.XYWH_ABS,
-         "category_id": 0, "iscrowd": 1},  # an ignore region: not a training target
+        {"bbox": [30, 0, 10, 10], "bbox_mode": BoxMode.XYWH_ABS,
+         "category_id": 0, "iscrowd": 1},  # an ignore region: kept, marked, its own visible box
     ]}
     out = _mapper_call(d)
     inst = out["instances"]
     # XYXY [1, 2, 11, 32] / [1, 2, 11, 17] mirrored in a 60 px wide image: x -> 60 - x.
-    assert inst.gt_boxes.tensor.tolist() == [[49, 2, 59, 32]]
-    assert inst.gt_vis_boxes.tensor.tolist() == [[49, 2, 59, 17]]
+    assert inst.gt_boxes.tensor.tolist() == [[49, 2, 59, 32], [20, 0, 30, 10]]
+    assert inst.gt_vis_boxes.tensor.tolist() == [[49, 2, 59, 17], [20, 0, 30, 10]]
+    assert inst.gt_ignore.tolist() == [False, True]
+    # The baseline's mapper: the same boxes and ignore marks, no visible boxes.
+    base = _mapper_call(d, CrowdDatasetMapper)["instances"]
+    assert base.gt_boxes.tensor.tolist() == inst.gt_boxes.tensor.tolist() and not base.has("gt_vis_boxes")
+    assert base.gt_ignore.tolist() == [False, True]
+
+
+def test_ignore_rule_of_the_crowddet_baseline():
+    """A RoI is ignored when its IoU with every person is < 0.5 and at least half of it lies
+    in an ignore region (CrowdDet's fpn_roi_target)."""
+    people = Boxes(torch.tensor([[0.0, 0, 10, 20]]))
+    regions = Boxes(torch.tensor([[50.0, 0, 100, 50]]))
+    rois = Boxes(torch.tensor([
+        [0.0, 0, 10, 20],     # the person (IoU 1): not ignored, even if a region covered it
+        [60, 10, 70, 20],     # inside the region (1.0), IoU 0 with the person: ignored
+        [40, 0, 60, 10],      # half inside (100 / 200 = 0.5): ignored
+        [30, 0, 60, 10],      # a third inside: background
+        [20, 20, 30, 30],     # nowhere: background
+    ]))
+    iou = pairwise_iou(people, rois)
+    assert ignored_by_regions(rois, iou, regions).tolist() == [False, True, True, False, False]
+    assert ignored_by_regions(rois, iou, regions[:0]).tolist() == [False] * 5
+    assert ignored_by_regions(rois, iou[:0], regions).tolist() == [False, True, True, False, False]
 
 
 def test_mapper_drops_masks_and_keypoints():
@@ -162,13 +190,13 @@ def test_mapper_without_visible_boxes_fails_clearly():
         _mapper_call(d)
 
 
-def _mapper_call(d):
+def _mapper_call(d, mapper=PairedDatasetMapper):
     """Runs the mapper on an in-memory 40 x 60 image instead of reading ``file_name``."""
     import detectron2.data.detection_utils as utils
 
     real = utils.read_image
     utils.read_image = lambda *a, **k: np.zeros((40, 60, 3), np.uint8)
     try:
-        return _mapper()(d)
+        return mapper(is_train=True, augmentations=[T.RandomFlip(prob=1.0)], image_format="BGR")(d)
     finally:
         utils.read_image = real

@@ -178,3 +178,65 @@ def test_pairs_whose_visible_proposal_is_empty_are_dropped():
     assert props.proposal_boxes.tensor.tolist() == [[10, 10, 30, 50]]
     assert props.proposal_vis_boxes.tensor.tolist() == [[10, 10, 30, 50]]
     assert props.objectness_logits.tolist() == [2.0]
+
+
+BASELINE = os.path.join(HERE, "configs", "toy", "faster_rcnn_R-18-FPN_toy_crowd.yaml")
+CROWD_BASELINE = ["MODEL.PROPOSAL_GENERATOR.NAME", "CrowdRPN", "MODEL.ROI_HEADS.NAME", "CrowdROIHeads"]
+
+
+@pytest.mark.parametrize("paired", [False, True])
+def test_rpn_top_k_and_nms_over_all_levels(paired):
+    """CrowdDet's proposal selection: one top-k and one NMS over all levels. Two anchors on two
+    levels, IoU 9 / 11 = 0.82: per level both survive; over all levels the NMS keeps one, and a
+    top-1 keeps the best of all levels."""
+    opts = [] if paired else CROWD_BASELINE
+    anchors = [Boxes(torch.tensor([[0.0, 0, 10, 10]])), Boxes(torch.tensor([[1.0, 0, 11, 10]]))]
+    logits = [torch.tensor([[1.0]]), torch.tensor([[2.0]])]
+    deltas = [torch.zeros(1, 1, 4), torch.zeros(1, 1, 4)]
+    kept = {}
+    for across in (False, True):
+        for topk in (1, 10):
+            m = _model(*opts, "MODEL.PBM.RPN_TOPK_ACROSS_LEVELS", str(across),
+                       "MODEL.RPN.PRE_NMS_TOPK_TEST", str(topk), config=TOY if paired else BASELINE).eval()
+            rpn = m.proposal_generator
+            if paired:
+                (p,) = rpn.predict_paired_proposals(anchors, logits, deltas, deltas, [(40, 40)])
+            else:
+                (p,) = rpn.predict_proposals(anchors, logits, deltas, [(40, 40)])
+            kept[across, topk] = p.proposal_boxes.tensor[:, 0].tolist()
+    assert kept[False, 10] == kept[False, 1] == [1.0, 0.0]  # per level: one each, by score
+    assert kept[True, 10] == kept[True, 1] == [1.0]
+
+
+@pytest.mark.parametrize("paired", [False, True])
+def test_rois_in_ignore_regions_are_neither_foreground_nor_background(paired):
+    """CrowdDet's baseline: the RPN's targets are the people; a RoI in an ignore region is not
+    sampled, one elsewhere is background (the baseline's CrowdROIHeads and PBM's heads)."""
+    m = _model(*([] if paired else CROWD_BASELINE), config=TOY if paired else BASELINE).train()
+    heads = m.roi_heads
+    heads.proposal_append_gt = False
+    gt = _gt(128, 160, [[20, 10, 60, 110], [100, 0, 160, 60]], [[20, 10, 60, 60], [100, 0, 160, 60]])
+    gt.gt_ignore = torch.tensor([False, True])  # the second box: an ignore region, as the mapper marks it
+    boxes = torch.tensor([[20.0, 10, 60, 110],    # the person: foreground
+                          [110, 10, 150, 50],     # inside the ignore region: ignored
+                          [0, 100, 20, 128]])     # elsewhere: background
+    p = Instances((128, 160), proposal_boxes=Boxes(boxes), objectness_logits=torch.zeros(3))
+    if paired:
+        vis = [[20.0, 10, 60, 60], [110, 10, 150, 50], [0, 100, 20, 128]]
+        p.proposal_vis_boxes = Boxes(torch.tensor(vis))
+    with EventStorage():
+        (out,) = heads.label_and_sample_proposals([p], [gt])
+    sampled = {tuple(b): int(c) for b, c in zip(out.proposal_boxes.tensor.tolist(), out.gt_classes)}
+    assert sampled == {(20.0, 10.0, 60.0, 110.0): 0, (0.0, 100.0, 20.0, 128.0): 1}
+    assert torch.equal(out.gt_boxes.tensor[out.gt_classes == 0], gt.gt_boxes.tensor[:1])
+    # The RPN's targets are the people only.
+    seen = []
+    rpn = m.proposal_generator
+    real = rpn.label_and_sample_anchors
+    rpn.label_and_sample_anchors = lambda a, gts: seen.extend(len(g) for g in gts) or real(a, gts)
+    strides = (4, 8, 16, 32, 64)
+    features = {f: torch.zeros(1, 64, 128 // s, 160 // s) for f, s in zip(rpn.in_features, strides)}
+    images = type("Images", (), {"image_sizes": [(128, 160)], "tensor": torch.zeros(1, 3, 128, 160)})()
+    with EventStorage():
+        rpn(images, features, [gt])
+    assert seen == [1]
