@@ -15,6 +15,11 @@ def add_augfpn_config(cfg):
     # ("alpha"). Training only.
     _C.AUGFPN.CONSISTENT_SUPERVISION = True
     _C.AUGFPN.CS_WEIGHT = 0.25
+    # Init of the auxiliary head's layers: "pytorch" (official: two_stage.py builds the head but
+    # never calls its init_weights, so nn.Linear keeps PyTorch's default, kaiming-uniform with
+    # a = sqrt(5)) or "detectron2" (the main head's: c2_xavier FCs, N(0, 0.01) / N(0, 0.001)
+    # outputs).
+    _C.AUGFPN.CS_HEAD_INIT = "pytorch"
     # Residual Feature Augmentation: ratio-invariant adaptive pooling of C5 to
     # max(1, int(h r)) x max(1, int(w r)) for r in RFA_RATIOS, fused by Adaptive Spatial Fusion
     # and added to the top lateral before the top-down pass ("pool_ratios").

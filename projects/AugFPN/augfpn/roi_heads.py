@@ -16,6 +16,8 @@ from torch import nn
 
 from .soft_roi_selection import SoftRoISelection
 
+CS_HEAD_INITS = ("pytorch", "detectron2")
+
 
 @ROI_HEADS_REGISTRY.register()
 class AugFPNROIHeads(StandardROIHeads):
@@ -52,6 +54,13 @@ class AugFPNROIHeads(StandardROIHeads):
             ret["cs_box_head"] = build_box_head(cfg, ShapeSpec(channels=channels, height=size, width=size))
             ret["cs_predictor"] = FastRCNNOutputLayers(cfg, ret["cs_box_head"].output_shape)
             ret["cs_weight"] = c.CS_WEIGHT
+            if c.CS_HEAD_INIT not in CS_HEAD_INITS:
+                raise ValueError(
+                    f"MODEL.AUGFPN.CS_HEAD_INIT must be one of {CS_HEAD_INITS}, got {c.CS_HEAD_INIT!r}")
+            if c.CS_HEAD_INIT == "pytorch":
+                for m in (*ret["cs_box_head"].modules(), *ret["cs_predictor"].modules()):
+                    if isinstance(m, (nn.Linear, nn.Conv2d)):
+                        m.reset_parameters()
         return ret
 
     @classmethod

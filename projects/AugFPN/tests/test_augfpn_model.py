@@ -118,3 +118,23 @@ def test_size_of_the_coco_model():
     srs = (1024 * 256 + 256) + (256 * 4 * 9 + 4)
     cs = (256 * 49 * 1024 + 1024) + (1024 * 1024 + 1024) + (1024 * 81 + 81) + (1024 * 320 + 320)
     assert aug - faster == rfa + srs + cs
+
+
+def test_auxiliary_head_keeps_pytorchs_default_init():
+    """Official: the auxiliary head is never initialised, so its Linear layers keep PyTorch's
+    kaiming-uniform (a = sqrt(5)): U(-1 / sqrt(fan_in), 1 / sqrt(fan_in)), std 1 / sqrt(3 fan_in);
+    detectron2's N(0, 0.001) box-delta init is 18x narrower."""
+    heads = toy_model("augfpn_R-18-FPN_toy.yaml", "MODEL.AUGFPN.CS_HEAD_INIT", "pytorch").roi_heads
+    layers = [m for m in (*heads.cs_box_head.modules(), *heads.cs_predictor.modules())
+              if isinstance(m, torch.nn.Linear)]
+    assert len(layers) == 4  # 2 FCs, class scores, box deltas
+    for m in layers:
+        bound = 1 / m.in_features ** 0.5
+        assert m.weight.abs().max() <= bound and m.bias.abs().max() <= bound
+        assert abs(m.weight.std().item() * (3 * m.in_features) ** 0.5 - 1) < 0.1
+    main = heads.box_predictor.bbox_pred.weight
+    assert main.std() < 0.002  # the main head keeps detectron2's N(0, 0.001)
+    d2 = toy_model("augfpn_R-18-FPN_toy.yaml").roi_heads  # the toy rows: detectron2's init
+    assert d2.cs_predictor.bbox_pred.weight.std() < 0.002
+    with pytest.raises(ValueError, match="CS_HEAD_INIT"):
+        toy_model("augfpn_R-18-FPN_toy.yaml", "MODEL.AUGFPN.CS_HEAD_INIT", "xavier")
