@@ -8,7 +8,7 @@ import sys
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BASELINE_TOY_CONFIGS = [
     os.path.join(REPO, "common", "configs", f"{n}_R-18-FPN_toy.yaml")
-    for n in ("retinanet", "fcos", "faster_rcnn")
+    for n in ("retinanet", "fcos", "faster_rcnn", "mask_rcnn")
 ]
 
 

@@ -110,3 +110,62 @@ def test_crowd_visible_inside_full_inside_image(crowd):
     # Dense groups: several people per image on average, many of them partly hidden.
     n = sum(len(d["annotations"]) for d in dicts)
     assert n / len(dicts) >= 3 and occluded / n > 0.3
+
+
+def _masks(coco):
+    import pycocotools.mask as mask_util
+
+    return {a["id"]: mask_util.decode(a["segmentation"]).astype(bool) for a in coco["annotations"]}
+
+
+def test_shapes_masks_are_the_visible_pixels_of_each_shape(shapes):
+    """Each mask is exact: inside its box, one solid colour in the image, disjoint from the
+    other masks of its image, and, for a shape no other box touches, filling its box edge to
+    edge (its tight box is the annotated box)."""
+    from PIL import Image
+
+    coco = json.load(open(os.path.join(shapes, "annotations.json")))
+    masks = _masks(coco)
+    by_image = {}
+    for a in coco["annotations"]:
+        by_image.setdefault(a["image_id"], []).append(a)
+    files = {im["id"]: im["file_name"] for im in coco["images"]}
+    alone = occluded = 0
+    for image_id, annos in by_image.items():
+        img = np.asarray(Image.open(os.path.join(shapes, "images", files[image_id])).convert("RGB"))
+        union = np.zeros(img.shape[:2], dtype=int)
+        for a in annos:
+            m = masks[a["id"]]
+            assert a["segmentation"]["size"] == list(img.shape[:2]) and m.any()
+            x, y, w, h = a["bbox"]
+            outside = m.copy()
+            outside[y:y + h, x:x + w] = False
+            assert not outside.any()
+            assert len(np.unique(img[m], axis=0)) == 1  # solid fill, no anti-aliasing
+            union += m
+            others = [b["bbox"] for b in annos if b is not a]
+            if all(min(x + w, bx + bw) <= max(x, bx) or min(y + h, by + bh) <= max(y, by)
+                   for bx, by, bw, bh in others):
+                ys, xs = np.nonzero(m)
+                assert [xs.min(), ys.min(), xs.max() + 1 - xs.min(), ys.max() + 1 - ys.min()] == [x, y, w, h]
+                alone += 1
+            else:
+                occluded += 1
+        assert union.max() <= 1  # an occluded part belongs to the shape in front only
+    assert alone > 20 and occluded > 5
+
+
+def test_shapes_masks_loaded_for_mask_training(shapes):
+    """detectron2's loader and mapper turn the RLE masks into the BitMasks a mask head trains on
+    (INPUT.MASK_FORMAT "bitmask", as the toy mask configs set)."""
+    import torch
+    from detectron2.data import detection_utils as utils
+    from detectron2.data.datasets import load_coco_json
+
+    dicts = load_coco_json(os.path.join(shapes, "annotations.json"), os.path.join(shapes, "images"))
+    coco = json.load(open(os.path.join(shapes, "annotations.json")))
+    masks = _masks(coco)
+    d = next(d for d in dicts if d["annotations"])
+    inst = utils.annotations_to_instances(d["annotations"], (d["height"], d["width"]), mask_format="bitmask")
+    ids = [a["id"] for a in coco["annotations"] if a["image_id"] == d["image_id"]]
+    assert torch.equal(inst.gt_masks.tensor, torch.as_tensor(np.stack([masks[i] for i in ids])))

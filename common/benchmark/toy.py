@@ -21,6 +21,8 @@ TABLE_COLUMNS = {
     "bbox": ("AP", "AP50", "AP75", "APs", "APm", "APl"),
     "crowd": ("AP", "MR", "recall", "JI"),  # MR is MR^-2 (lower is better)
 }
+# Mask models' COCO mask AP (a second table; the box AP of the same runs is in the first).
+SEGM_COLUMNS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 
 
 def run_one(path, out, opts=()):
@@ -36,10 +38,12 @@ def run_one(path, out, opts=()):
     final = [m for m in metrics if "bbox/AP" in m or "crowd/AP" in m][-1]
     task = "bbox" if "bbox/AP" in final else "crowd"
     times = [m["time"] for m in metrics if "time" in m]
+    segm = {k: final[f"segm/{k}"] for k in SEGM_COLUMNS} if "segm/AP" in final else None
     return {
         "config": os.path.relpath(path, REPO),
         "task": task,
         **{k: final[f"{task}/{k}"] for k in TABLE_COLUMNS[task]},
+        "segm": segm,
         "minutes": minutes,
         "s_per_iter": sum(times) / max(len(times), 1),
         "iters": max(m["iteration"] for m in metrics if "total_loss" in m) + 1,
@@ -83,6 +87,11 @@ def main(argv=None):
                 f"| {r['config']} | " + " | ".join(_fmt(r[c]) for c in columns)
                 + f" | {r['iters']} | {r['minutes']:.1f} | {r['s_per_iter']:.2f} |"
             )
+    segm_rows = [r for r in rows if r.get("segm")]
+    if segm_rows:
+        lines += ["", "| config | mask AP | AP50 | AP75 | APs | APm | APl |", "|---|" + "---:|" * 6]
+        for r in segm_rows:
+            lines.append(f"| {r['config']} | " + " | ".join(_fmt(r["segm"][c]) for c in SEGM_COLUMNS) + " |")
     with open(os.path.join(args.out, "toy.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
     print("\n".join(lines))

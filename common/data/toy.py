@@ -1,7 +1,8 @@
 """Two generated toy datasets, deterministic from a seed, small enough to learn on a CPU.
 
 toy_shapes: six shape classes in random colours on textured backgrounds, 8 px to half the
-    image, 0-6 objects per image, partial occlusion allowed. Stored as COCO json + PNGs.
+    image, 0-6 objects per image, partial occlusion allowed. Stored as COCO json + PNGs; each
+    object has its full box and the exact mask of its visible pixels (compressed RLE).
 toy_crowd: one pedestrian-like class in dense, mutually occluding groups. Every person has a
     full box (whole body), a visible box (its unoccluded part, inside the full box) and a head
     box, stored CrowdHuman-style (.odgt) + PNGs.
@@ -19,10 +20,12 @@ import tempfile
 from dataclasses import dataclass
 
 import numpy as np
+import pycocotools.mask as mask_util
 from PIL import Image, ImageDraw
 
-# Bump when the generator's output changes, so caches are rebuilt.
-VERSION = 1
+# Bump when the generator's output changes, so caches are rebuilt. 2: toy_shapes gained
+# instance masks (images and boxes are those of version 1, byte for byte).
+VERSION = 2
 
 SHAPE_CLASSES = ["circle", "square", "triangle", "cross", "ring", "diamond"]
 CROWD_CLASSES = ["person"]
@@ -104,7 +107,12 @@ def _overlap_fraction(a, b):
 
 
 def render_shapes_image(rng):
-    """Returns (HxWx3 uint8 image, list of (class_index, [x, y, w, h]))."""
+    """Returns (HxWx3 uint8 image, list of (class_index, [x, y, w, h], visible HxW bool mask)).
+
+    The box is the whole shape's (occluded parts included). The mask is exact: each shape is
+    drawn a second time, by the same call, on a layer of its own, and what later shapes paint
+    over is removed. The masks take nothing from ``rng``, so images and boxes do not depend on
+    them."""
     h, w = int(rng.integers(112, 161)), int(rng.integers(112, 161))
     img = _texture(rng, h, w)
     canvas = Image.fromarray(img)
@@ -112,7 +120,7 @@ def render_shapes_image(rng):
     # ~7% of the images have no object at all.
     num = 0 if rng.random() < 0.07 else int(rng.integers(1, 7))
     max_side = min(h, w) // 2
-    boxes, annos = [], []
+    boxes, annos, masks = [], [], []
     for _ in range(num):
         for _attempt in range(20):
             side = int(round(math.exp(rng.uniform(math.log(8), math.log(max_side)))))
@@ -130,9 +138,15 @@ def render_shapes_image(rng):
         cls = int(rng.integers(len(SHAPE_CLASSES)))
         centre = img[(y0 + y0 + bh) // 2, (x0 + x0 + bw) // 2].astype(np.int64)
         _draw_shape(draw, SHAPE_CLASSES[cls], box, _contrasting_colour(rng, centre))
+        layer = Image.new("L", (w, h), 0)
+        _draw_shape(ImageDraw.Draw(layer), SHAPE_CLASSES[cls], box, 1)
         boxes.append(box)
         annos.append((cls, [x0, y0, bw, bh]))
-    return np.asarray(canvas), annos
+        masks.append(np.asarray(layer, dtype=bool))
+    covered = np.zeros((h, w), dtype=bool)
+    for i in range(len(masks) - 1, -1, -1):  # front to back: later shapes are drawn on top
+        masks[i], covered = masks[i] & ~covered, covered | masks[i]
+    return np.asarray(canvas), [(c, b, m) for (c, b), m in zip(annos, masks)]
 
 
 def _person_mask(h, w, box, rng):
@@ -209,13 +223,17 @@ def _write_shapes(folder, spec):
         name = f"{i:05d}.png"
         Image.fromarray(img).save(os.path.join(folder, "images", name))
         images.append({"id": i + 1, "file_name": name, "height": img.shape[0], "width": img.shape[1]})
-        for cls, bbox in annos:
+        for cls, bbox, mask in annos:
+            rle = mask_util.encode(np.asfortranarray(mask.astype(np.uint8)))
             annotations.append(
                 {
                     "id": len(annotations) + 1,
                     "image_id": i + 1,
                     "category_id": cls + 1,
                     "bbox": bbox,
+                    "segmentation": {"size": rle["size"], "counts": rle["counts"].decode("ascii")},
+                    # The box's area (version 1's), not the mask's: COCO's small / medium / large
+                    # split of box AP stays what it was; segm AP uses the same split.
                     "area": bbox[2] * bbox[3],
                     "iscrowd": 0,
                 }
