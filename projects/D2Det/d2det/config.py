@@ -57,3 +57,16 @@ def add_d2det_config(cfg):
     _C.D2DET.SOFT_NMS_IOU_THRESH = 0.5
     _C.D2DET.SOFT_NMS_SIGMA = 0.5
     _C.D2DET.SOFT_NMS_MIN_SCORE = 0.001
+    # Instance segmentation (MODEL.MASK_ON; official D2Det_instance_r101_fpn_2x.py and
+    # D2Det_head.py with MASK_ON): the regression features (R, CONV_DIM, 7, 7) -> 2 deconvs
+    # (2x2, stride 2) of MASK_DECONV_DIM, the first with GroupNorm(MASK_NORM_GROUPS) -> a 3x3
+    # conv to one 28 x 28 mask per class (BCE x MASK_LOSS_WEIGHT). Mask IoU: 2 FCs of
+    # MASK_IOU_FC_DIM on the regression features + the class's max-pooled mask, MSE x
+    # MASK_IOU_LOSS_WEIGHT where the target is in (0.1, 1]. A mask's score: box score +
+    # MASK_IOU_SCORE_WEIGHT x its predicted mask IoU.
+    _C.D2DET.MASK_DECONV_DIM = 256
+    _C.D2DET.MASK_NORM_GROUPS = 16
+    _C.D2DET.MASK_IOU_FC_DIM = 1024
+    _C.D2DET.MASK_LOSS_WEIGHT = 1.0
+    _C.D2DET.MASK_IOU_LOSS_WEIGHT = 0.5
+    _C.D2DET.MASK_IOU_SCORE_WEIGHT = 0.3

@@ -124,26 +124,31 @@ class DenseRegressionHead(nn.Module):
             nn.init.normal_(layer.weight, std=0.001)
             nn.init.zeros_(layer.bias)
 
-    def forward(self, x):
+    def forward(self, x, return_features=False):
         x = self.convs(x)
-        return F.relu(self.ltrb(x)), self.overlap(x)[:, 0]
+        out = (F.relu(self.ltrb(x)), self.overlap(x)[:, 0])
+        return (*out, x) if return_features else out
 
 
 REG_LOSS_WEIGHTINGS = ("released", "per_cell")
 
 
 def dense_regression_losses(rois, gt_boxes, ltrb_pred, overlap_logits, reg_weight=2.0,
-                            overlap_weight=1.0, weighting="released"):
+                            overlap_weight=1.0, weighting="released", overlap=None):
     """The dense regression losses of a set of RoIs: the IoU loss L of every cell's decoded
     box against the GT, weighted by the overlap targets m, and the BCE of the overlap logits,
     averaged over the N cells of all RoIs (the official ``mean`` reduction). ``weighting``:
     "released", mean(L) * mean(m) (the released mmdet 1.1 code, whose (N,) loss times (N, 1)
-    weight broadcasts to N x N); "per_cell", mean(L * m) (the mmdet 2.1 port)."""
+    weight broadcasts to N x N); "per_cell", mean(L * m) (the mmdet 2.1 port). ``overlap``:
+    (R, k, k) targets m to use instead of the inner-box rule of :func:`dense_targets` (with
+    masks on, the instance masks)."""
     if weighting not in REG_LOSS_WEIGHTINGS:
         raise ValueError(
             f"MODEL.D2DET.REG_LOSS_WEIGHTING must be one of {REG_LOSS_WEIGHTINGS}, got {weighting!r}")
     size = ltrb_pred.shape[-1]
-    _, overlap = dense_targets(rois, gt_boxes, size)
+    if overlap is None:
+        _, overlap = dense_targets(rois, gt_boxes, size)
+    overlap = overlap.to(ltrb_pred.dtype)
     cells = decode_dense(rois, ltrb_pred).reshape(-1, 4)
     gt = gt_boxes[:, None, :].expand(-1, size * size, 4).reshape(-1, 4)
     n = max(overlap.numel(), 1)

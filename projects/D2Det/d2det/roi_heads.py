@@ -1,5 +1,5 @@
 """D2Det's second stage: classification on discriminative RoI pooling, localisation by dense
-local regression, and the two-pass inference.
+local regression, the two-pass inference and, with ``MODEL.MASK_ON``, instance segmentation.
 
 Official: mmdet/models/detectors/D2Det.py (``forward_train``, ``simple_test``) of
 JialeCao001/D2Det.
@@ -24,6 +24,15 @@ from .dense_regression import (
     jitter_boxes,
 )
 from .discriminative_pooling import DiscriminativeRoIPooler
+from .instance_segmentation import (
+    D2DetMaskHead,
+    area_ratios,
+    as_bitmasks,
+    class_maps,
+    mask_losses,
+    mask_scores,
+    overlap_from_masks,
+)
 from .layers import batched_soft_nms
 
 
@@ -81,6 +90,14 @@ class D2DetROIHeads(StandardROIHeads):
       train the dense regression head on RoIAlign features;
     - inference: class-wise NMS on the scored proposals, dense regression of the survivors
       (averaging the confident cells' boxes), then class-wise soft-NMS and the top detections.
+
+    With a ``d2det_mask_head`` (``MODEL.MASK_ON``; detectron2's own mask head is not built):
+
+    - training: the overlap targets of dense regression are the GT masks at 7 x 7, and the
+      same jittered positives train the mask and the mask-IoU head on the regression features;
+    - inference: no soft-NMS (official ``simple_test``); the refined boxes are pooled again,
+      their masks predicted for their class, and each mask scored by its box score + 0.3 x its
+      predicted mask IoU (``mask_scores``; :class:`MaskScoreCOCOEvaluator` ranks masks by it).
     """
 
     @configurable
@@ -88,8 +105,14 @@ class D2DetROIHeads(StandardROIHeads):
                  reg_loss_weight=2.0, reg_loss_weighting="released", overlap_loss_weight=1.0,
                  soft_nms_method="linear",
                  soft_nms_iou_thresh=0.5, soft_nms_sigma=0.5, soft_nms_min_score=1e-3,
-                 detections_per_image=100, **kwargs):
+                 detections_per_image=100, d2det_mask_head=None, mask_size=28, mask_loss_weight=1.0,
+                 mask_iou_loss_weight=0.5, mask_iou_score_weight=0.3, **kwargs):
         super().__init__(**kwargs)
+        self.d2det_mask_head = d2det_mask_head
+        self.mask_size = mask_size
+        self.mask_loss_weight = mask_loss_weight
+        self.mask_iou_loss_weight = mask_iou_loss_weight
+        self.mask_iou_score_weight = mask_iou_score_weight
         self.reg_pooler = reg_pooler
         self.reg_head = reg_head
         self.reg_samples_per_image = reg_samples_per_image
@@ -103,9 +126,6 @@ class D2DetROIHeads(StandardROIHeads):
 
     @classmethod
     def from_config(cls, cfg, input_shape):
-        if cfg.MODEL.MASK_ON:
-            raise ValueError("MODEL.MASK_ON: D2Det's instance-segmentation branch is not "
-                             "implemented; detectron2's mask head would be attached in its place")
         ret = super().from_config(cfg, input_shape)
         c = cfg.MODEL.D2DET
         in_features = cfg.MODEL.ROI_HEADS.IN_FEATURES
@@ -126,7 +146,23 @@ class D2DetROIHeads(StandardROIHeads):
             soft_nms_min_score=c.SOFT_NMS_MIN_SCORE,
             detections_per_image=cfg.TEST.DETECTIONS_PER_IMAGE,
         )
+        if cfg.MODEL.MASK_ON:
+            cells = c.REG_POOLER_RESOLUTION // 2
+            ret.update(
+                d2det_mask_head=D2DetMaskHead(c.CONV_DIM, cfg.MODEL.ROI_HEADS.NUM_CLASSES, cells,
+                                              c.MASK_DECONV_DIM, c.MASK_NORM_GROUPS, c.MASK_IOU_FC_DIM),
+                mask_size=4 * cells,
+                mask_loss_weight=c.MASK_LOSS_WEIGHT,
+                mask_iou_loss_weight=c.MASK_IOU_LOSS_WEIGHT,
+                mask_iou_score_weight=c.MASK_IOU_SCORE_WEIGHT,
+            )
         return ret
+
+    @classmethod
+    def _init_mask_head(cls, cfg, input_shape):
+        # With MODEL.MASK_ON the masks come from D2Det's own branch (d2det_mask_head), not
+        # from detectron2's mask head on its own pooler.
+        return {}
 
     @classmethod
     def _init_box_head(cls, cfg, input_shape):
@@ -159,7 +195,7 @@ class D2DetROIHeads(StandardROIHeads):
         return self._refine(features, out)
 
     def _dense_regression_losses(self, features, proposals):
-        rois, gts = [], []
+        rois, gts, classes, mask_targets, ratios = [], [], [], [], []
         for p in proposals:
             pos = p[(p.gt_classes >= 0) & (p.gt_classes < self.num_classes)]
             if not pos.has("gt_boxes"):  # an image without objects has no positives
@@ -169,27 +205,79 @@ class D2DetROIHeads(StandardROIHeads):
             keep = boxes.nonempty()
             rois.append(boxes[keep])
             gts.append(pos.gt_boxes.tensor[keep])
+            classes.append(pos.gt_classes[keep])
+            if self.d2det_mask_head is not None:
+                # Each positive's whole GT mask as a full-image bitmap (official gt_masks),
+                # cropped to its jittered box at 28 x 28, and the share of it inside the box.
+                boxes = rois[-1].tensor
+                if len(boxes) and not pos.has("gt_masks"):
+                    raise ValueError("MODEL.MASK_ON: the training data has no instance masks "
+                                     "('segmentation' in a COCO json)")
+                if len(boxes):
+                    full = as_bitmasks(pos.gt_masks, p.image_size)[keep]
+                    mask_targets.append(full.crop_and_resize(boxes, self.mask_size).to(boxes.dtype))
+                    ratios.append(area_ratios(boxes, full.tensor))
+                else:
+                    mask_targets.append(boxes.new_zeros((0, self.mask_size, self.mask_size)))
+                    ratios.append(boxes.new_zeros((0,)))
         x = self.reg_pooler([features[f] for f in self.box_in_features], rois)
-        ltrb, overlap_logits = self.reg_head(x)
-        return dense_regression_losses(cat([r.tensor for r in rois]), cat(gts), ltrb, overlap_logits,
-                                       self.reg_loss_weight, self.overlap_loss_weight,
-                                       self.reg_loss_weighting)
+        boxes, gts, classes = cat([r.tensor for r in rois]), cat(gts), cat(classes)
+        if self.d2det_mask_head is None:
+            ltrb, overlap_logits = self.reg_head(x)
+            return dense_regression_losses(boxes, gts, ltrb, overlap_logits, self.reg_loss_weight,
+                                           self.overlap_loss_weight, self.reg_loss_weighting)
+        ltrb, overlap_logits, reg_features = self.reg_head(x, return_features=True)
+        mask_targets = cat(mask_targets)
+        losses = dense_regression_losses(boxes, gts, ltrb, overlap_logits, self.reg_loss_weight,
+                                         self.overlap_loss_weight, self.reg_loss_weighting,
+                                         overlap=overlap_from_masks(mask_targets, ltrb.shape[-1]))
+        mask_logits, mask_iou = self.d2det_mask_head(reg_features, classes)
+        losses.update(mask_losses(mask_logits, mask_iou, classes, mask_targets, cat(ratios),
+                                  self.mask_loss_weight, self.mask_iou_loss_weight))
+        return losses
 
     def _refine(self, features, instances):
         if sum(len(i) for i in instances) == 0:
-            return instances
+            return self._with_empty_masks(instances)
         x = self.reg_pooler([features[f] for f in self.box_in_features], [i.pred_boxes for i in instances])
         ltrb, overlap_logits = self.reg_head(x)
         boxes = cat([i.pred_boxes.tensor for i in instances])
         boxes = average_cell_boxes(decode_dense(boxes, ltrb), overlap_logits)
         results = []
         for inst, b in zip(instances, boxes.split([len(i) for i in instances])):
-            b = Boxes(b)  # not clipped before soft-NMS (official); detectron2 clips the output
-            keep, scores = batched_soft_nms(b.tensor, inst.scores, inst.pred_classes, **self.soft_nms)
-            keep, scores = keep[: self.detections_per_image], scores[: self.detections_per_image]
+            b = Boxes(b)  # not clipped (official); detectron2 clips the output
+            if self.d2det_mask_head is None:
+                keep, scores = batched_soft_nms(b.tensor, inst.scores, inst.pred_classes, **self.soft_nms)
+                keep, scores = keep[: self.detections_per_image], scores[: self.detections_per_image]
+            else:  # with masks, the official keeps the first pass's NMS only
+                keep, scores = torch.arange(len(b), device=b.device), inst.scores
             result = Instances(inst.image_size)
             result.pred_boxes = b[keep]
             result.scores = scores
             result.pred_classes = inst.pred_classes[keep]
             results.append(result)
+        if self.d2det_mask_head is not None:
+            self._predict_masks(features, results)
         return results
+
+    def _predict_masks(self, features, instances):
+        """Masks of the refined boxes (their regression features pooled again), for their
+        predicted class, as probabilities (R, 1, M, M), and their ``mask_scores``."""
+        x = self.reg_pooler([features[f] for f in self.box_in_features], [i.pred_boxes for i in instances])
+        _, _, reg_features = self.reg_head(x, return_features=True)
+        classes = cat([i.pred_classes for i in instances])
+        mask_logits, mask_iou = self.d2det_mask_head(reg_features, classes)
+        probs = class_maps(mask_logits, classes)[:, None].sigmoid()
+        box_scores = cat([i.scores for i in instances])
+        scores = mask_scores(mask_iou, classes, box_scores, self.mask_iou_score_weight)
+        sizes = [len(i) for i in instances]
+        for inst, p, s in zip(instances, probs.split(sizes), scores.split(sizes)):
+            inst.pred_masks = p
+            inst.mask_scores = s
+
+    def _with_empty_masks(self, instances):
+        if self.d2det_mask_head is not None:
+            for inst in instances:
+                inst.pred_masks = inst.pred_boxes.tensor.new_zeros((0, 1, self.mask_size, self.mask_size))
+                inst.mask_scores = inst.scores
+        return instances

@@ -91,11 +91,6 @@ def test_eval_mode_returns_instances_inside_the_image():
     check_eval_output(toy_model("MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0"), num_classes=6)
 
 
-def test_mask_on_is_a_clear_error_until_the_mask_branch_exists():
-    with pytest.raises(ValueError, match="D2Det's instance-segmentation branch is not implemented"):
-        toy_model("MODEL.MASK_ON", "True")
-
-
 def test_size_of_the_coco_model():
     def size(config, *opts):
         cfg = load_config(os.path.join(COCO, config), ["MODEL.DEVICE", "cpu", *opts])
