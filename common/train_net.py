@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Trains and evaluates the baseline detectors (detectron2's RetinaNet, FCOS, Faster R-CNN).
+"""Trains and evaluates the baseline detectors (detectron2's RetinaNet, FCOS, Faster R-CNN, Mask R-CNN).
 
     python -m common.train_net --config-file common/configs/retinanet_R-18-FPN_toy.yaml
     python -m common.train_net --config-file ... --eval-only MODEL.WEIGHTS output/.../model_final.pth
