@@ -5,6 +5,7 @@ size of the COCO model."""
 
 import json
 import os
+import runpy
 
 import numpy as np
 import pycocotools.mask as mask_util
@@ -180,7 +181,7 @@ def test_inference_outputs_masks_and_mask_scores_without_soft_nms():
     assert torch.allclose(res.mask_scores, res.scores + 0.3 * iou[:, 1])
 
 
-def test_evaluator_ranks_masks_by_mask_score(tmp_path):
+def test_evaluator_ranks_masks_by_mask_score(tmp_path, capsys):
     # One image, one object (a 20 x 20 square). Detection A: right box, wrong mask, box score
     # 0.9, mask score 0.5. Detection B: right box, right mask, box score 0.8, mask score 0.95.
     # Ranked by mask score, the right mask comes first: segm AP 100; by box score it would not.
@@ -207,8 +208,9 @@ def test_evaluator_ranks_masks_by_mask_score(tmp_path):
     inst.pred_classes = torch.tensor([0, 0])
     inst.pred_masks = torch.as_tensor(np.stack([wrong, gt.astype(bool)]))
     results = {}
-    for task in ("bbox", "segm"):
-        ev = MaskScoreCOCOEvaluator(name, task, output_dir=str(tmp_path / task), distributed=False,
+    # The folders train_net.py uses: inference/ (boxes) and inference/segm/ (masks).
+    for task, out in (("bbox", tmp_path / "inference"), ("segm", tmp_path / "inference" / "segm")):
+        ev = MaskScoreCOCOEvaluator(name, task, output_dir=str(out), distributed=False,
                                     use_fast_impl=False)
         ev.reset()
         ev.process([{"image_id": 1}], [{"instances": inst}])
@@ -217,6 +219,12 @@ def test_evaluator_ranks_masks_by_mask_score(tmp_path):
     assert results["segm"]["AP"] == pytest.approx(100.0)
     assert results["bbox"]["AP"] == pytest.approx(100.0)
     assert inst.scores.tolist() == pytest.approx([0.9, 0.8])  # the caller's output is untouched
+    # tools/segm_score_ablation.py reads the two files back and ranks the masks both ways.
+    tool = runpy.run_path(os.path.join(PROJECT, "tools", "segm_score_ablation.py"))
+    tool["main"]([str(js), str(tmp_path / "inference")])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[-2].startswith("masks ranked by mask score: AP 100.0")
+    assert lines[-1].startswith("masks ranked by box score:") and "AP 100.0" not in lines[-1]
     # The same masks ranked by box score: the wrong mask first, AP at IoU 0.5 still 100 but
     # the precision at rank 1 is 0, so AP falls.
     inst.mask_scores = inst.scores
