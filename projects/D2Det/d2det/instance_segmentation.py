@@ -10,11 +10,13 @@ Official: mmdet/models/mask_heads/D2Det_head.py (``MASK_ON``: ``deconv1``, ``dec
 ``get_mask_scores``) of JialeCao001/D2Det; the same in its mmdet 2.1 port.
 """
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from detectron2.evaluation import COCOEvaluator
 from detectron2.structures import BitMasks, Instances, PolygonMasks
+from detectron2.structures.masks import polygons_to_bitmask
 
 
 class D2DetMaskHead(nn.Module):
@@ -68,16 +70,6 @@ def class_maps(x, classes):
     return x[torch.arange(len(x), device=x.device), classes]
 
 
-def as_bitmasks(masks, image_size):
-    """Full-image bit masks (the official crops them from image-sized bitmaps); polygons
-    (``INPUT.MASK_FORMAT "polygon"``) are rasterised here."""
-    if isinstance(masks, PolygonMasks):
-        return BitMasks.from_polygon_masks(masks, *image_size)
-    if isinstance(masks, BitMasks):
-        return masks
-    raise TypeError(f"D2Det's mask branch needs BitMasks or PolygonMasks, got {type(masks).__name__}")
-
-
 def overlap_from_masks(mask_targets, cells=7):
     """The dense-regression overlap targets with masks on (official ``get_target_mask``): the
     (R, M, M) mask targets bilinearly resized by 1/4 (M = 4 x cells), then > 0.5."""
@@ -91,11 +83,33 @@ def overlap_from_masks(mask_targets, cells=7):
 def area_ratios(boxes, gt_masks):
     """Per RoI, the fraction of its GT's mask pixels inside the RoI (official
     ``_get_area_ratio``): the RoI's corners truncated to integers, the crop
-    ``[y1 : y2 + 1, x1 : x2 + 1]`` inclusive of both ends. boxes (R, 4); gt_masks (R, H, W)."""
+    ``[y1 : y2 + 1, x1 : x2 + 1]`` inclusive of both ends. boxes (R, 4); gt_masks: the GT mask
+    of each RoI, ``BitMasks`` (R, H, W) or ``PolygonMasks`` (rasterised as a full-image bitmap
+    would be, but only over the RoI and over the polygon's own extent)."""
     corners = boxes.detach().to(torch.int64).tolist()
-    inside = torch.stack([m[y1:y2 + 1, x1:x2 + 1].sum() for m, (x1, y1, x2, y2) in zip(gt_masks, corners)]) \
-        if len(corners) else gt_masks.new_zeros((0,), dtype=torch.float32)
-    return inside.float() / (gt_masks.flatten(1).sum(dim=1).float() + 1e-7)
+    if isinstance(gt_masks, BitMasks):
+        inside = [m[y1:y2 + 1, x1:x2 + 1].sum() for m, (x1, y1, x2, y2) in zip(gt_masks.tensor, corners)]
+        full = gt_masks.tensor.flatten(1).sum(dim=1)
+        inside = torch.stack(inside) if inside else full
+    elif isinstance(gt_masks, PolygonMasks):
+        inside, full = [], []
+        for polygons, (x1, y1, x2, y2) in zip(gt_masks.polygons, corners):
+            inside.append(_pixels(polygons, x1, y1, y2 - y1 + 1, x2 - x1 + 1))
+            xy = np.concatenate(polygons).reshape(-1, 2)
+            left, top = np.floor(xy.min(axis=0)).astype(int)
+            right, bottom = np.ceil(xy.max(axis=0)).astype(int)
+            full.append(_pixels(polygons, left, top, bottom - top + 1, right - left + 1))
+        inside, full = boxes.new_tensor(inside), boxes.new_tensor(full)
+    else:
+        raise TypeError(f"D2Det's mask branch needs BitMasks or PolygonMasks, got {type(gt_masks).__name__}")
+    return inside.float() / (full.float() + 1e-7)
+
+
+def _pixels(polygons, x0, y0, h, w):
+    """How many pixels of the h x w window at (x0, y0) of the image the polygons cover, counted
+    as in their full-image rasterisation (an integer shift keeps every pixel's membership)."""
+    shifted = [(p.reshape(-1, 2) - (x0, y0)).reshape(-1) for p in polygons]
+    return int(polygons_to_bitmask(shifted, max(h, 1), max(w, 1)).sum())
 
 
 def mask_iou_targets(mask_logits, mask_targets, ratios):

@@ -27,7 +27,6 @@ from .discriminative_pooling import DiscriminativeRoIPooler
 from .instance_segmentation import (
     D2DetMaskHead,
     area_ratios,
-    as_bitmasks,
     class_maps,
     mask_losses,
     mask_scores,
@@ -207,16 +206,16 @@ class D2DetROIHeads(StandardROIHeads):
             gts.append(pos.gt_boxes.tensor[keep])
             classes.append(pos.gt_classes[keep])
             if self.d2det_mask_head is not None:
-                # Each positive's whole GT mask as a full-image bitmap (official gt_masks),
-                # cropped to its jittered box at 28 x 28, and the share of it inside the box.
+                # Each positive's GT mask cropped to its jittered box at 28 x 28, and the share
+                # of the GT's pixels inside the box.
                 boxes = rois[-1].tensor
                 if len(boxes) and not pos.has("gt_masks"):
                     raise ValueError("MODEL.MASK_ON: the training data has no instance masks "
                                      "('segmentation' in a COCO json)")
                 if len(boxes):
-                    full = as_bitmasks(pos.gt_masks, p.image_size)[keep]
-                    mask_targets.append(full.crop_and_resize(boxes, self.mask_size).to(boxes.dtype))
-                    ratios.append(area_ratios(boxes, full.tensor))
+                    gt_masks = pos.gt_masks[keep]
+                    mask_targets.append(gt_masks.crop_and_resize(boxes, self.mask_size).to(boxes.dtype))
+                    ratios.append(area_ratios(boxes, gt_masks))
                 else:
                     mask_targets.append(boxes.new_zeros((0, self.mask_size, self.mask_size)))
                     ratios.append(boxes.new_zeros((0,)))

@@ -22,7 +22,7 @@ from d2det.instance_segmentation import (
 )
 from detectron2.data import MetadataCatalog
 from detectron2.modeling import build_model
-from detectron2.structures import BitMasks, Boxes, Instances
+from detectron2.structures import BitMasks, Boxes, Instances, PolygonMasks
 from detectron2.utils.events import EventStorage
 
 from harness.projects import load_config
@@ -56,9 +56,24 @@ def test_area_ratio_crops_the_truncated_box_inclusively():
     gt = torch.zeros(1, 10, 10, dtype=torch.bool)
     gt[0, 2:8, 1:9] = True                             # 6 x 8 = 48 pixels
     # (2.7, 3.2, 5.9, 6.99) -> int (2, 3, 5, 6) -> rows 3..6, cols 2..5: 4 x 4 = 16 inside.
-    ratio = area_ratios(torch.tensor([[2.7, 3.2, 5.9, 6.99]]), gt)
+    ratio = area_ratios(torch.tensor([[2.7, 3.2, 5.9, 6.99]]), BitMasks(gt))
     assert ratio.item() == pytest.approx(16 / 48)
-    assert area_ratios(torch.zeros(0, 4), gt[:0]).shape == (0,)
+    assert area_ratios(torch.zeros(0, 4), BitMasks(gt[:0])).shape == (0,)
+
+
+def test_area_ratio_of_polygons_equals_that_of_their_full_image_bitmaps():
+    # COCO's polygons are rasterised over the RoI and over their own extent only; the counts
+    # must be those of the full-image bitmap (detectron2's BitMasks.from_polygon_masks).
+    polygons = PolygonMasks([
+        [np.array([10.3, 12.0, 50.7, 15.2, 44.0, 61.9, 8.5, 40.0])],
+        [np.array([60.0, 5.0, 90.0, 5.0, 90.0, 30.0]), np.array([70.2, 40.0, 85.0, 44.0, 72.0, 58.5])],
+    ])
+    bitmaps = BitMasks.from_polygon_masks(polygons, 80, 100)
+    boxes = torch.tensor([[20.6, 18.2, 47.9, 70.0], [58.0, 0.0, 88.3, 50.2]])
+    torch.testing.assert_close(area_ratios(boxes, polygons), area_ratios(boxes, bitmaps))
+    assert 0.2 < area_ratios(boxes, polygons).min() and area_ratios(boxes, polygons).max() < 1
+    with pytest.raises(TypeError, match="BitMasks or PolygonMasks"):
+        area_ratios(boxes, torch.zeros(2, 80, 100))
 
 
 def test_mask_iou_target_by_hand():
