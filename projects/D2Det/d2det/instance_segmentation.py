@@ -86,14 +86,20 @@ def area_ratios(boxes, gt_masks):
     ``[y1 : y2 + 1, x1 : x2 + 1]`` inclusive of both ends. boxes (R, 4); gt_masks: the GT mask
     of each RoI, ``BitMasks`` (R, H, W) or ``PolygonMasks`` (rasterised as a full-image bitmap
     would be, but only over the RoI and over the polygon's own extent)."""
-    corners = boxes.detach().to(torch.int64).tolist()
     if isinstance(gt_masks, BitMasks):
-        inside = [m[y1:y2 + 1, x1:x2 + 1].sum() for m, (x1, y1, x2, y2) in zip(gt_masks.tensor, corners)]
-        full = gt_masks.tensor.flatten(1).sum(dim=1)
-        inside = torch.stack(inside) if inside else full
+        # Integral images: S[r, c] = pixels in rows < r and columns < c.
+        m = gt_masks.tensor
+        h, w = m.shape[-2:]
+        s = F.pad(m.to(torch.int64).cumsum(1).cumsum(2), (1, 0, 1, 0))
+        c = boxes.detach().to(torch.int64)
+        x1, y1 = c[:, 0].clamp(0, w), c[:, 1].clamp(0, h)
+        x2, y2 = (c[:, 2] + 1).clamp(0, w), (c[:, 3] + 1).clamp(0, h)
+        r = torch.arange(len(m), device=m.device)
+        inside = s[r, y2, x2] - s[r, y1, x2] - s[r, y2, x1] + s[r, y1, x1]
+        full = s[:, h, w]
     elif isinstance(gt_masks, PolygonMasks):
         inside, full = [], []
-        for polygons, (x1, y1, x2, y2) in zip(gt_masks.polygons, corners):
+        for polygons, (x1, y1, x2, y2) in zip(gt_masks.polygons, boxes.detach().to(torch.int64).tolist()):
             inside.append(_pixels(polygons, x1, y1, y2 - y1 + 1, x2 - x1 + 1))
             xy = np.concatenate(polygons).reshape(-1, 2)
             left, top = np.floor(xy.min(axis=0)).astype(int)
