@@ -23,8 +23,8 @@ def main(argv=None):
     parser.add_argument("--configs", nargs="*", help="default: every baseline + project toy config")
     parser.add_argument("--train-iters", type=int, default=10)
     parser.add_argument("--weights-dir", default="output/toy",
-                        help="<dir>/<config stem>/model_final.pth, where present, is timed at "
-                             "inference (written by make toy); else the untrained model")
+                        help="<dir>/<config stem>_seed0/model_final.pth, where present, is timed "
+                             "at inference (written by make toy); else the untrained model")
     args = parser.parse_args(argv)
     setup_logger(name="fvcore")
     configs = args.configs or BASELINE_TOY_CONFIGS + project_toy_configs()
@@ -36,7 +36,7 @@ def main(argv=None):
     rows = []
     for path in configs:
         stem = os.path.splitext(os.path.basename(path))[0]
-        weights = os.path.join(args.weights_dir, stem, "model_final.pth")
+        weights = os.path.join(args.weights_dir, f"{stem}_seed0", "model_final.pth")
         weights = weights if os.path.isfile(weights) else ""
         cfg = load_config(path, ["MODEL.DEVICE", device, "DATALOADER.NUM_WORKERS", "0",
                                  "MODEL.WEIGHTS", weights])

@@ -1,19 +1,30 @@
-"""``make toy``: trains each toy config to its full schedule through its real entry point,
-evaluates it on its test set, and writes a results table.
+"""``make toy``: trains each toy config to its full schedule through its real entry point, once
+per seed, evaluates it on its test set, and writes a results table of ``mean ± std (n)``.
 
-    python -m common.benchmark.toy --out output/toy                 # the three baselines
+    python -m common.benchmark.toy --out output/toy                 # the baselines, 3 seeds
     python -m common.benchmark.toy --configs projects/GFL/configs/toy/gfl_R-18-FPN_toy.yaml
-    python -m common.benchmark.toy --configs CONFIG -- MODEL.GFL.ANCHOR_SCALE 8.0   # overrides
+    python -m common.benchmark.toy --configs CONFIG --seeds 0 -- MODEL.GFL.ANCHOR_SCALE 8.0
 
-Writes ``<out>/toy.md`` and ``<out>/toy.json``; each run's files are in ``<out>/<config stem>``.
+A seed is the config's ``SEED``: it sets the initialisation and the order in which the training
+images are drawn (detectron2 seeds its sampler from it). Seed ``s`` of ``CONFIG`` trains into
+``<out>/<config stem>_seed<s>`` (log: ``<out>/<config stem>_seed<s>.log``); a run whose
+``result.json`` is there already (written when it finished, with the same command and config
+file settings) is read, not trained again, so an interrupted benchmark or one given more seeds
+later trains only what is missing; ``--retrain`` trains every run again (do so after changing
+a model's code). Writes ``<out>/toy.md`` and ``<out>/toy.json``.
 """
 
 import argparse
+import hashlib
 import json
+import math
 import os
 import platform
+import shutil
 import subprocess
 import time
+
+import yaml
 
 from common.projects import BASELINE_TOY_CONFIGS, REPO, train_command
 
@@ -23,14 +34,36 @@ TABLE_COLUMNS = {
 }
 # Mask models' COCO mask AP (a second table; the box AP of the same runs is in the first).
 SEGM_COLUMNS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+DEFAULT_SEEDS = (0, 1, 2)
 
 
-def run_one(path, out, opts=()):
-    stem = os.path.splitext(os.path.basename(path))[0]
-    out_dir = os.path.join(out, stem)
-    cmd = train_command(path, "OUTPUT_DIR", os.path.abspath(out_dir), *opts)
+def config_digest(path):
+    """The settings of config file ``path`` and its ``_BASE_`` files (parsed, so comments do
+    not count): a finished run is reused only while they are unchanged."""
+    with open(path) as f:
+        node = yaml.safe_load(f) or {}
+    base = node.get("_BASE_")
+    parent = config_digest(os.path.join(os.path.dirname(path), base)) if base else ""
+    own = json.dumps(node, sort_keys=True, default=str)
+    return hashlib.sha256((parent + own).encode()).hexdigest()[:16]
+
+
+def run_one(path, out, opts=(), seed=0, retrain=False):
+    """Trains and evaluates ``path`` with ``SEED seed``; returns its metrics and timing."""
+    name = f"{os.path.splitext(os.path.basename(path))[0]}_seed{seed}"
+    out_dir = os.path.join(out, name)
+    result_file = os.path.join(out_dir, "result.json")
+    cmd = train_command(path, "OUTPUT_DIR", os.path.abspath(out_dir), *opts, "SEED", str(seed))
+    command = " ".join(["python"] + cmd[1:]).replace(REPO + os.sep, "")
+    if os.path.isfile(result_file) and not retrain:
+        with open(result_file) as f:
+            result = json.load(f)
+        if result["command"] == command and result.get("config_digest") == config_digest(path):
+            return result
+    if os.path.isdir(out_dir):  # a stale or interrupted run: start it again from scratch
+        shutil.rmtree(out_dir)
     start = time.time()
-    with open(os.path.join(out, stem + ".log"), "w") as log:
+    with open(os.path.join(out, name + ".log"), "w") as log:
         subprocess.run(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, check=True)
     minutes = (time.time() - start) / 60
     metrics = [json.loads(line) for line in open(os.path.join(out_dir, "metrics.json"))]
@@ -39,62 +72,114 @@ def run_one(path, out, opts=()):
     task = "bbox" if "bbox/AP" in final else "crowd"
     times = [m["time"] for m in metrics if "time" in m]
     segm = {k: final[f"segm/{k}"] for k in SEGM_COLUMNS} if "segm/AP" in final else None
-    return {
+    result = {
         "config": os.path.relpath(path, REPO),
+        "seed": seed,
         "task": task,
         **{k: final[f"{task}/{k}"] for k in TABLE_COLUMNS[task]},
         "segm": segm,
         "minutes": minutes,
         "s_per_iter": sum(times) / max(len(times), 1),
         "iters": max(m["iteration"] for m in metrics if "total_loss" in m) + 1,
-        "command": " ".join(["python"] + cmd[1:]).replace(REPO + os.sep, ""),
+        "command": command,
+        "config_digest": config_digest(path),
     }
+    with open(result_file, "w") as f:
+        json.dump(result, f, indent=1)
+    return result
 
 
-def _fmt(v):
-    return "n/a" if v != v else f"{v:.1f}"  # NaN: no object of that size in the test set
+def mean_std(values):
+    """Mean and sample standard deviation (n - 1; NaN for one value) of the non-NaN values."""
+    values = [v for v in values if v == v]
+    if not values:
+        return math.nan, math.nan, 0
+    mean = sum(values) / len(values)
+    if len(values) < 2:
+        return mean, math.nan, len(values)
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)), len(values)
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="output/toy")
-    parser.add_argument("--configs", nargs="*", help="default: the baselines' toy configs")
-    parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides for every run")
-    args = parser.parse_args(argv)
-    if args.opts[:1] == ["--"]:  # ends the list of --configs
-        args.opts = args.opts[1:]
-    os.makedirs(args.out, exist_ok=True)
+def fmt(values):
+    """``mean ± std (n)`` of a metric over seeds (``n/a`` where no object has that size)."""
+    mean, std, n = mean_std(values)
+    if n == 0:
+        return "n/a"
+    return f"{mean:.1f}" if n == 1 else f"{mean:.1f} ± {std:.1f} ({n})"
+
+
+def summarise(runs):
+    """One row per config, in the order given, each metric as a list over its seeds."""
+    by_config = {}
+    for r in runs:
+        by_config.setdefault(r["config"], []).append(r)
     rows = []
-    for path in args.configs or BASELINE_TOY_CONFIGS:
-        rows.append(run_one(path, args.out, args.opts))
-        print(json.dumps(rows[-1]), flush=True)
-    machine = f"{platform.machine()}, {os.cpu_count()} CPU threads"
-    with open(os.path.join(args.out, "toy.json"), "w") as f:
-        json.dump({"machine": machine, "rows": rows}, f, indent=1)
+    for config, rs in by_config.items():
+        row = {"config": config, "task": rs[0]["task"], "seeds": [r["seed"] for r in rs],
+               "iters": rs[0]["iters"], "command": rs[0]["command"]}
+        for key in TABLE_COLUMNS[row["task"]] + ("minutes", "s_per_iter"):
+            row[key] = [r[key] for r in rs]
+        row["segm"] = {k: [r["segm"][k] for r in rs] for k in SEGM_COLUMNS} if rs[0]["segm"] else None
+        rows.append(row)
+    return rows
+
+
+def table(rows, machine):
     lines = [
         f"Machine: {machine}. Command: `make toy` (or `python -m common.benchmark.toy "
-        "--configs CONFIG`); each row's own command is in toy.json.",
+        "--configs CONFIG --seeds ...`); each run's own command is in toy.json. "
+        "Metrics: mean ± sample std (number of seeds).",
     ]
     for task, columns in TABLE_COLUMNS.items():
         task_rows = [r for r in rows if r["task"] == task]
         if not task_rows:
             continue
         names = [c.replace("MR", "MR^-2") for c in columns]
-        lines += ["", "| config | " + " | ".join(names) + " | iters | minutes | s/iter |",
+        lines += ["", "| config | " + " | ".join(names) + " | iters | minutes / run | s/iter |",
                   "|---|" + "---:|" * (len(columns) + 3)]
         for r in task_rows:
             lines.append(
-                f"| {r['config']} | " + " | ".join(_fmt(r[c]) for c in columns)
-                + f" | {r['iters']} | {r['minutes']:.1f} | {r['s_per_iter']:.2f} |"
+                f"| {r['config']} | " + " | ".join(fmt(r[c]) for c in columns)
+                + f" | {r['iters']} | {mean_std(r['minutes'])[0]:.1f}"
+                + f" | {mean_std(r['s_per_iter'])[0]:.2f} |"
             )
     segm_rows = [r for r in rows if r.get("segm")]
     if segm_rows:
         lines += ["", "| config | mask AP | AP50 | AP75 | APs | APm | APl |", "|---|" + "---:|" * 6]
         for r in segm_rows:
-            lines.append(f"| {r['config']} | " + " | ".join(_fmt(r["segm"][c]) for c in SEGM_COLUMNS) + " |")
+            lines.append(f"| {r['config']} | " + " | ".join(fmt(r["segm"][c]) for c in SEGM_COLUMNS)
+                         + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="output/toy")
+    parser.add_argument("--configs", nargs="*", help="default: the baselines' toy configs")
+    parser.add_argument("--seeds", nargs="+", type=int, default=list(DEFAULT_SEEDS),
+                        help="one full training per seed and config (default: 0 1 2)")
+    parser.add_argument("--retrain", action="store_true",
+                        help="train runs that already have a result in --out again")
+    parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides for every run")
+    args = parser.parse_args(argv)
+    if args.opts[:1] == ["--"]:  # ends the list of --configs / --seeds
+        args.opts = args.opts[1:]
+    if "SEED" in args.opts[::2]:
+        parser.error("give seeds with --seeds, not as a SEED override")
+    os.makedirs(args.out, exist_ok=True)
+    runs = []
+    for path in args.configs or BASELINE_TOY_CONFIGS:
+        for seed in args.seeds:
+            runs.append(run_one(path, args.out, args.opts, seed, args.retrain))
+            print(json.dumps(runs[-1]), flush=True)
+    machine = f"{platform.machine()}, {os.cpu_count()} CPU threads"
+    rows = summarise(runs)
+    with open(os.path.join(args.out, "toy.json"), "w") as f:
+        json.dump({"machine": machine, "rows": rows, "runs": runs}, f, indent=1)
+    text = table(rows, machine)
     with open(os.path.join(args.out, "toy.md"), "w") as f:
-        f.write("\n".join(lines) + "\n")
-    print("\n".join(lines))
+        f.write(text)
+    print(text)
 
 
 if __name__ == "__main__":
