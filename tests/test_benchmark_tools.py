@@ -10,8 +10,9 @@ import torch
 from detectron2.config import get_cfg
 from detectron2.modeling import build_model
 
-from common.benchmark import assignment, toy
+from common.benchmark import toy
 from common.engine import add_common_config
+from harness import assignment
 
 
 def test_mean_std_is_the_sample_standard_deviation():

@@ -1,9 +1,9 @@
 """How many positive training samples each ground-truth object gets from a dense detector's
 label assignment, by object size, on the training set as training resizes it.
 
-    python -m common.benchmark.assignment --configs common/configs/retinanet_R-18-FPN_toy.yaml \
+    python -m harness.assignment --configs common/configs/retinanet_R-18-FPN_toy.yaml \
         common/configs/fcos_R-18-FPN_toy.yaml
-    python -m common.benchmark.assignment --configs CONFIG -- MODEL.ANCHOR_GENERATOR.SIZES ...
+    python -m harness.assignment --configs CONFIG -- MODEL.ANCHOR_GENERATOR.SIZES ...
 
 RetinaNet-style models (an ``anchor_matcher``) are labelled with their matcher on the IoU of
 every anchor with every object, FCOS with its own ``match_anchors``. No training: the model is
