@@ -39,9 +39,10 @@ def positives_per_object(model, boxes, height, width):
     """(positives of each object, its best anchor IoU) for one image's ``boxes`` (Nx4)."""
     anchors = _anchors(model, height, width)
     gt = Boxes(boxes)
-    best_iou = pairwise_iou(gt, Boxes.cat(anchors)).max(dim=1).values
+    iou = pairwise_iou(gt, Boxes.cat(anchors))
+    best_iou = iou.max(dim=1).values
     if hasattr(model, "anchor_matcher"):  # RetinaNet: IoU thresholds, low-quality matches
-        matched, labels = model.anchor_matcher(pairwise_iou(gt, Boxes.cat(anchors)))
+        matched, labels = model.anchor_matcher(iou)
         matched = matched[labels == 1]
     else:  # FCOS: inside the box, near its centre, in the level's size range
         inst = Instances((height, width), gt_boxes=gt)
