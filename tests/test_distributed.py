@@ -79,6 +79,7 @@ PROJECT_RUNS = {
     "AutoAssign": ("autoassign_R-18-FPN_toy.yaml", []),
     "BorderDet": ("borderdet_R-18-FPN_toy.yaml", []),
     "D2Det": ("d2det_R-18-FPN_toy.yaml", []),
+    "DoubleHead": ("double-head-ext_R-18-FPN_toy.yaml", ["MODEL.DOUBLE_HEAD.NORM", "naiveSyncBN"]),
     "GFL": ("gfl_R-18-FPN_toy.yaml", []),
     "InterNet": ("internet_R-18-FPN_toy.yaml", ["MODEL.INTERNET.NORM", "naiveSyncBN"]),
     "PBM": ("pbm_R-18-FPN_toy_crowd.yaml", []),
