@@ -59,13 +59,60 @@ def test_finished_run_is_read_not_trained_again(tmp_path, monkeypatch):
     # Another command (an override) is another experiment: it trains (here: would train).
     with pytest.raises(AssertionError, match="trained again"):
         toy.run_one(config, str(tmp_path), ("SOLVER.MAX_ITER", "10"), seed=3)
-    # So is the same command after the config file's settings changed. (The stale run folder
-    # was removed before the attempt above.)
-    assert not out_dir.exists()
-    out_dir.mkdir()
+    # So is the same command after the config file's settings changed. (The stale run was
+    # removed before the attempt above.)
+    assert not (out_dir / "result.json").exists()
     (out_dir / "result.json").write_text(json.dumps({**done, "config_digest": "0" * 16}))
     with pytest.raises(AssertionError, match="trained again"):
         toy.run_one(config, str(tmp_path), seed=3)
+
+
+def _fake_training(calls, ap=70.0):
+    """Stands in for a training subprocess: records its command, writes metrics.json."""
+    def run(cmd, **kwargs):
+        calls.append(cmd)
+        out_dir = cmd[cmd.index("OUTPUT_DIR") + 1]
+        with open(os.path.join(out_dir, "metrics.json"), "a") as f:
+            f.write(json.dumps({"iteration": 899, "total_loss": 0.3, "time": 0.5}) + "\n")
+            ap_row = {f"bbox/{k}": ap for k in toy.TABLE_COLUMNS["bbox"]}
+            f.write(json.dumps({"iteration": 899, **ap_row}) + "\n")
+    return run
+
+
+def test_interrupted_run_resumes_from_its_checkpoint(tmp_path, monkeypatch):
+    config = os.path.join(toy.REPO, "common", "configs", "fcos_R-18-FPN_toy.yaml")
+    out_dir = tmp_path / "fcos_R-18-FPN_toy_seed1"
+    calls = []
+    monkeypatch.setattr(toy.subprocess, "run", _fake_training(calls))
+    # Interrupted after a checkpoint: the same experiment's folder resumes, kept as it is.
+    out_dir.mkdir()
+    cmd = toy.train_command(config, "OUTPUT_DIR", str(out_dir), "SEED", "1")
+    key = {"command": " ".join(["python"] + cmd[1:]).replace(toy.REPO + os.sep, ""),
+           "config_digest": toy.config_digest(config)}
+    (out_dir / "toy_run.json").write_text(json.dumps(key))
+    (out_dir / "last_checkpoint").write_text("model_0000499.pth")
+    (out_dir / "model_0000499.pth").write_text("weights")
+    result = toy.run_one(config, str(tmp_path), seed=1)
+    assert calls[-1][calls[-1].index(config) + 1] == "--resume"
+    assert (out_dir / "model_0000499.pth").exists()
+    assert result["resumed"] and math.isnan(result["minutes"]) and result["AP"] == 70.0
+    assert result["command"] == key["command"]  # the experiment's command, without --resume
+    # Another experiment in that folder (here: another seed's command) starts from scratch.
+    (out_dir / "result.json").unlink()
+    (out_dir / "toy_run.json").write_text(json.dumps({**key, "command": "python other"}))
+    result = toy.run_one(config, str(tmp_path), seed=1)
+    assert "--resume" not in calls[-1] and not (out_dir / "model_0000499.pth").exists()
+    assert not result["resumed"] and result["minutes"] >= 0
+
+
+def test_mask_models_get_a_mask_ap_table():
+    segm = [{k: v for k in toy.SEGM_COLUMNS} for v in (84.0, 86.0)]
+    runs = [_run("m.yaml", 0, 80.0, segm[0]), _run("m.yaml", 1, 81.0, segm[1]), _run("b.yaml", 0, 50.0)]
+    rows = toy.summarise(runs)
+    assert rows[0]["segm"]["AP"] == [84.0, 86.0] and rows[1]["segm"] is None
+    text = toy.table(rows, "test machine")
+    assert "| m.yaml | 85.0 ± 1.4 (2) | 85.0 ± 1.4 (2) |" in text.split("| config | mask AP")[1]
+    assert "b.yaml" not in text.split("| config | mask AP")[1]
 
 
 def test_config_digest_follows_settings_not_comments(tmp_path):

@@ -11,7 +11,10 @@ images are drawn (detectron2 seeds its sampler from it). Seed ``s`` of ``CONFIG`
 ``result.json`` is there already (written when it finished, with the same command and config
 file settings) is read, not trained again, so an interrupted benchmark or one given more seeds
 later trains only what is missing; ``--retrain`` trains every run again (do so after changing
-a model's code). Writes ``<out>/toy.md`` and ``<out>/toy.json``.
+a model's code). A run interrupted after a checkpoint resumes from it (``--resume``; its
+``result.json`` says ``"resumed": true`` and gives no minutes: the data order restarts at the
+resumed iteration, so it is not bit-identical to an uninterrupted run). Writes
+``<out>/toy.md`` and ``<out>/toy.json``.
 """
 
 import argparse
@@ -48,6 +51,11 @@ def config_digest(path):
     return hashlib.sha256((parent + own).encode()).hexdigest()[:16]
 
 
+def _read_json(path):
+    with open(path) as f:
+        return json.load(f)
+
+
 def run_one(path, out, opts=(), seed=0, retrain=False):
     """Trains and evaluates ``path`` with ``SEED seed``; returns its metrics and timing."""
     name = f"{os.path.splitext(os.path.basename(path))[0]}_seed{seed}"
@@ -56,17 +64,29 @@ def run_one(path, out, opts=(), seed=0, retrain=False):
     cmd = train_command(path, "OUTPUT_DIR", os.path.abspath(out_dir), *opts, "SEED", str(seed))
     command = " ".join(["python"] + cmd[1:]).replace(REPO + os.sep, "")
     if os.path.isfile(result_file) and not retrain:
-        with open(result_file) as f:
-            result = json.load(f)
+        result = _read_json(result_file)
         if result["command"] == command and result.get("config_digest") == config_digest(path):
             return result
-    if os.path.isdir(out_dir):  # a stale or interrupted run: start it again from scratch
+    # What this folder trains: an interrupted run of the same experiment resumes from its last
+    # checkpoint; anything else there (stale, or no checkpoint yet) starts again from scratch.
+    marker = os.path.join(out_dir, "toy_run.json")
+    key = {"command": command, "config_digest": config_digest(path)}
+    resume = (not retrain and os.path.isfile(os.path.join(out_dir, "last_checkpoint"))
+              and os.path.isfile(marker) and _read_json(marker) == key)
+    if os.path.isdir(out_dir) and not resume:
         shutil.rmtree(out_dir)
+    os.makedirs(out_dir, exist_ok=True)
+    with open(marker, "w") as f:
+        json.dump(key, f)
+    if resume:
+        i = cmd.index("--config-file") + 2
+        cmd = cmd[:i] + ["--resume"] + cmd[i:]
     start = time.time()
-    with open(os.path.join(out, name + ".log"), "w") as log:
+    with open(os.path.join(out, name + ".log"), "a" if resume else "w") as log:
         subprocess.run(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, check=True)
-    minutes = (time.time() - start) / 60
-    metrics = [json.loads(line) for line in open(os.path.join(out_dir, "metrics.json"))]
+    minutes = math.nan if resume else (time.time() - start) / 60
+    with open(os.path.join(out_dir, "metrics.json")) as f:
+        metrics = [json.loads(line) for line in f]
     # COCO box AP, or the crowd metrics (CrowdHuman-style datasets such as toy_crowd).
     final = [m for m in metrics if "bbox/AP" in m or "crowd/AP" in m][-1]
     task = "bbox" if "bbox/AP" in final else "crowd"
@@ -79,6 +99,7 @@ def run_one(path, out, opts=(), seed=0, retrain=False):
         **{k: final[f"{task}/{k}"] for k in TABLE_COLUMNS[task]},
         "segm": segm,
         "minutes": minutes,
+        "resumed": resume,
         "s_per_iter": sum(times) / max(len(times), 1),
         "iters": max(m["iteration"] for m in metrics if "total_loss" in m) + 1,
         "command": command,
