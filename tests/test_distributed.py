@@ -80,6 +80,7 @@ PROJECT_RUNS = {
     "BorderDet": ("borderdet_R-18-FPN_toy.yaml", []),
     "D2Det": ("d2det_R-18-FPN_toy.yaml", []),
     "DoubleHead": ("double-head-ext_R-18-FPN_toy.yaml", ["MODEL.DOUBLE_HEAD.NORM", "naiveSyncBN"]),
+    "DR-Loss": ("dr_loss_R-18-FPN_toy.yaml", []),
     "GFL": ("gfl_R-18-FPN_toy.yaml", []),
     "InterNet": ("internet_R-18-FPN_toy.yaml", ["MODEL.INTERNET.NORM", "naiveSyncBN"]),
     "PBM": ("pbm_R-18-FPN_toy_crowd.yaml", []),
