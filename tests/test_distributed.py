@@ -82,6 +82,7 @@ PROJECT_RUNS = {
     "DoubleHead": ("double-head-ext_R-18-FPN_toy.yaml", ["MODEL.DOUBLE_HEAD.NORM", "naiveSyncBN"]),
     "DR-Loss": ("dr_loss_R-18-FPN_toy.yaml", []),
     "GFL": ("gfl_R-18-FPN_toy.yaml", []),
+    "NoisyAnchor": ("noisy_anchor_R-18-FPN_toy.yaml", []),
     "InterNet": ("internet_R-18-FPN_toy.yaml", ["MODEL.INTERNET.NORM", "naiveSyncBN"]),
     "PBM": ("pbm_R-18-FPN_toy_crowd.yaml", []),
     "SEPC": ("sepc_R-18-FPN_toy.yaml", ["MODEL.SEPC.IBN_NORM", "naiveSyncBN"]),
