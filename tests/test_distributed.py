@@ -84,6 +84,7 @@ PROJECT_RUNS = {
     "GFL": ("gfl_R-18-FPN_toy.yaml", []),
     "NoisyAnchor": ("noisy_anchor_R-18-FPN_toy.yaml", []),
     "InterNet": ("internet_R-18-FPN_toy.yaml", ["MODEL.INTERNET.NORM", "naiveSyncBN"]),
+    "PSConv": ("psconv-faster_rcnn_R-18-FPN_toy.yaml", []),
     "PBM": ("pbm_R-18-FPN_toy_crowd.yaml", []),
     "SEPC": ("sepc_R-18-FPN_toy.yaml", ["MODEL.SEPC.IBN_NORM", "naiveSyncBN"]),
 }

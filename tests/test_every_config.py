@@ -57,6 +57,9 @@ CHECKPOINT_CONVENTIONS = {
              "std": (1.0, 1.0, 1.0)},
     "torchvision": {"stride_in_1x1": False, "format": "RGB", "mean": (123.675, 116.280, 103.530),
                     "std": (58.395, 57.120, 57.375)},
+    # PSConv's ImageNet PS-ResNets (torchvision-style training), converted by the project's tool
+    "PSConv-ImageNet": {"stride_in_1x1": False, "format": "RGB", "mean": (123.675, 116.280, 103.530),
+                        "std": (58.395, 57.120, 57.375)},
 }
 COCO_SIZE_CONFIGS = [c for c in CONFIGS if not set(load_config(c).DATASETS.TRAIN) <= set(TOY_DATASETS)]
 
