@@ -1,7 +1,8 @@
-"""Every shipped config starts, trains, evaluates and evaluates its checkpoint again, run the way
-its users run it (``harness/config_check.py``: stand-in COCO / CrowdHuman trees, a few
-iterations); the COCO configs name ImageNet weights that match their backbone; the mistakes a
-first COCO or CrowdHuman run makes get one line. A config added later is covered with no edit.
+"""Every shipped config starts, trains and evaluates, run the way its users run it, and the first
+config of each distinct model evaluates its checkpoint again with the same detections
+(``harness/config_check.py``: stand-in COCO / CrowdHuman trees, a few iterations); the COCO
+configs name ImageNet weights that match their backbone; the mistakes a first COCO or
+CrowdHuman run makes get one line. A config added later is covered with no edit.
 
 The ``gpu`` tests (``make gpu-check``) run the same configs on CUDA, and each project's
 multi-GPU README command on 2 processes (NCCL)."""
