@@ -151,9 +151,12 @@ def test_conv_head_batchnorm_over_two_processes(tmp_path, norm, synchronised):
     """One process on 2 images vs 2 processes on 1 image each (GN elsewhere, every proposal
     sampled, the same number of RoIs per image, so the conv head's BN is the only batch
     statistic). naiveSyncBN: the same losses, and gradients equal up to float32 round-off
-    (below 1 % of each tensor's largest entry; BN's backward scales it by up to 1 / sqrt(eps)
-    ~ 316 behind the zero-initialised non-local output); plain BN (the official, per GPU):
-    the conv head's losses and gradients depend on the split."""
+    (below 3 % of each tensor's largest entry, measured 0.5 % at most; BN's backward scales it
+    by up to 1 / sqrt(eps) ~ 316 behind the zero-initialised non-local output); plain BN (the
+    official, per GPU): the conv head's losses and gradients depend on the split (measured 2x
+    the largest entry). The non-local blocks' output-conv biases feed a BN: their exact
+    gradient is 0 and their float32 one pure round-off (~1e-5, as large as the split's
+    difference), so they are left out."""
     opts = ["MODEL.ROI_HEADS.NUM_CLASSES", "6", "MODEL.RESNETS.NORM", "GN", "MODEL.FPN.NORM", "GN",
             "MODEL.RPN.BATCH_SIZE_PER_IMAGE", "1000000", "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", "1000000",
             "MODEL.RPN.POST_NMS_TOPK_TRAIN", "50", "MODEL.DOUBLE_HEAD.NORM", norm]
@@ -165,5 +168,5 @@ def test_conv_head_batchnorm_over_two_processes(tmp_path, norm, synchronised):
         same = torch.allclose(two["losses"][k], one["losses"][k], rtol=1e-5, atol=1e-7)
         assert same == (synchronised or k not in conv), k
     off = {k: ((two["grads"][k] - g).abs().max() / (g.abs().max() + 1e-3)).item()
-           for k, g in one["grads"].items() if k.startswith("roi_heads.conv_")}
-    assert (max(off.values()) < 0.01) == synchronised, max(off.values())
+           for k, g in one["grads"].items() if k.startswith("roi_heads.conv_") and not k.endswith(".W.bias")}
+    assert (max(off.values()) < 0.03) == synchronised, max(off.values())
