@@ -10,7 +10,7 @@ as the official ``ResNet.forward``.
 
 import torch
 from detectron2.config import configurable
-from detectron2.layers import batched_nms, cat
+from detectron2.layers import cat
 from detectron2.modeling import META_ARCH_REGISTRY
 from detectron2.modeling.box_regression import _dense_box_regression_loss
 from detectron2.modeling.matcher import Matcher
@@ -20,7 +20,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .ranking import ap_loss
-from .vendored import normalizer_over_processes, retinanet_from_config
+from .vendored import clipped_retinanet_inference, normalizer_over_processes, retinanet_from_config
 
 __all__ = ["APLossRetinaNet", "PositiveLowQualityMatcher"]
 
@@ -72,13 +72,9 @@ class APLossRetinaNet(RetinaNet):
         return ret
 
     def inference_single_image(self, anchors, box_cls, box_delta, image_size):
-        """detectron2's RetinaNet inference (top-k per level, score threshold, class-wise NMS),
-        with the boxes clipped to the image before NMS as the official code does."""
-        pred = self._decode_multi_level_predictions(
-            anchors, box_cls, box_delta, self.test_score_thresh, self.test_topk_candidates, image_size)
-        pred.pred_boxes.clip(image_size)
-        keep = batched_nms(pred.pred_boxes.tensor, pred.scores, pred.pred_classes, self.test_nms_thresh)
-        return pred[keep[: self.max_detections_per_image]]
+        """detectron2's RetinaNet inference with the boxes clipped to the image before NMS, as
+        the official code does."""
+        return clipped_retinanet_inference(self, anchors, box_cls, box_delta, image_size)
 
     def _num_positives(self, pos_mask):
         """Positives of the ranking scope (at least 1): this process's, or the batch's over all

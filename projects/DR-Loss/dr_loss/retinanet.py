@@ -10,7 +10,7 @@ this process); boxes are clipped to the image before NMS at test time.
 
 import torch
 from detectron2.config import configurable
-from detectron2.layers import batched_nms, cat
+from detectron2.layers import cat
 from detectron2.modeling import META_ARCH_REGISTRY
 from detectron2.modeling.box_regression import _dense_box_regression_loss
 from detectron2.modeling.meta_arch.retinanet import RetinaNet
@@ -18,7 +18,7 @@ from detectron2.utils.events import get_event_storage
 from torch.nn import functional as F
 
 from .loss import NEG_LAMBDA, dr_loss
-from .vendored import retinanet_from_config
+from .vendored import clipped_retinanet_inference, retinanet_from_config
 
 __all__ = ["DRLossRetinaNet", "dr_targets"]
 
@@ -84,11 +84,6 @@ class DRLossRetinaNet(RetinaNet):
         return {"loss_cls": loss_cls, "loss_box_reg": loss_box_reg / max(1, 4 * num_pos)}
 
     def inference_single_image(self, anchors, box_cls, box_delta, image_size):
-        """detectron2's RetinaNet inference (top-k per level above the score threshold,
-        class-wise NMS, top 100), with the boxes clipped to the image before NMS as
+        """detectron2's RetinaNet inference with the boxes clipped to the image before NMS, as
         maskrcnn-benchmark's ``RetinaNetPostProcessor``."""
-        pred = self._decode_multi_level_predictions(
-            anchors, box_cls, box_delta, self.test_score_thresh, self.test_topk_candidates, image_size)
-        pred.pred_boxes.clip(image_size)
-        keep = batched_nms(pred.pred_boxes.tensor, pred.scores, pred.pred_classes, self.test_nms_thresh)
-        return pred[keep[: self.max_detections_per_image]]
+        return clipped_retinanet_inference(self, anchors, box_cls, box_delta, image_size)

@@ -2,10 +2,10 @@
 layers several papers use), copied here so that this package stands alone. Every copy is kept
 identical by the repo's ``tests/test_vendored.py``: change them all together."""
 
-from detectron2.layers import get_norm
+from detectron2.layers import batched_nms, get_norm
 from torch import nn
 
-__all__ = ["add_group_norm", "retinanet_from_config"]
+__all__ = ["add_group_norm", "retinanet_from_config", "clipped_retinanet_inference"]
 
 
 def add_group_norm(head):
@@ -36,3 +36,15 @@ def retinanet_from_config(from_config, cfg):
     ret = from_config(cfg)
     add_group_norm(ret["head"])
     return ret
+
+
+def clipped_retinanet_inference(model, anchors, box_cls, box_delta, image_size):
+    """``inference_single_image`` of a detectron2 ``RetinaNet`` ``model`` (top-k per level above
+    the score threshold, class-wise NMS, the top detections), with the boxes clipped to the
+    image before NMS, as the official codes of AP-loss (``ResNet.forward``) and DR loss
+    (maskrcnn-benchmark's ``RetinaNetPostProcessor``) do; detectron2 clips after NMS."""
+    pred = model._decode_multi_level_predictions(
+        anchors, box_cls, box_delta, model.test_score_thresh, model.test_topk_candidates, image_size)
+    pred.pred_boxes.clip(image_size)
+    keep = batched_nms(pred.pred_boxes.tensor, pred.scores, pred.pred_classes, model.test_nms_thresh)
+    return pred[keep[: model.max_detections_per_image]]
