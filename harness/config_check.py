@@ -4,7 +4,8 @@ For each config: ``cd projects/<P> && python train_net.py --config-file configs/
 baselines: ``python -m common.train_net``) trains and evaluates at the end. Then ``--eval-only``
 evaluates the checkpoint it wrote and must give the same detections, for the first config of
 each distinct model (project, meta-architecture, RoI heads, backbone builder, masks: the code
-a checkpoint round trip depends on; ``--reload-all`` for every config): one process start less
+a checkpoint round trip depends on; a project's config of a model made only of detectron2's
+classes counts as detectron2's; ``--reload-all`` for every config): one process start less
 for the others keeps ``make test`` in its time budget. The datasets come the way the READMEs
 tell users to provide them: detectron2's builtin ``coco_2017_*`` from
 ``$DETECTRON2_DATASETS/coco``, CrowdHuman by ``--register-crowdhuman crowdhuman_{train,val}
@@ -218,10 +219,17 @@ def _check(run):
 
 
 def model_key(cfg, config):
-    """What a checkpoint round trip of ``config`` depends on: its project and model classes."""
+    """What a checkpoint round trip of ``config`` depends on: its project and model classes.
+    A model built only of detectron2's own classes (a project's FPN baseline) is detectron2's,
+    whichever project ships the config."""
+    from detectron2.modeling import BACKBONE_REGISTRY, META_ARCH_REGISTRY, ROI_HEADS_REGISTRY
+
     m = cfg.MODEL
     heads = m.ROI_HEADS.NAME if m.META_ARCHITECTURE == "GeneralizedRCNN" else ""
-    return project_of(config), m.META_ARCHITECTURE, heads, m.BACKBONE.NAME, m.MASK_ON
+    parts = [(META_ARCH_REGISTRY, m.META_ARCHITECTURE), (BACKBONE_REGISTRY, m.BACKBONE.NAME)]
+    parts += [(ROI_HEADS_REGISTRY, heads)] if heads else []
+    own = all(registry.get(name).__module__.startswith("detectron2.") for registry, name in parts)
+    return None if own else project_of(config), m.META_ARCHITECTURE, heads, m.BACKBONE.NAME, m.MASK_ON
 
 
 def run_config(config, data, out_dir, device="cpu", launch_args=(), opts=(), threads=None, timeout=900,

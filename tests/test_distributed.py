@@ -81,6 +81,7 @@ PROJECT_RUNS = {
     "D2Det": ("d2det_R-18-FPN_toy.yaml", []),
     "DoubleHead": ("double-head-ext_R-18-FPN_toy.yaml", ["MODEL.DOUBLE_HEAD.NORM", "naiveSyncBN"]),
     "DR-Loss": ("dr_loss_R-18-FPN_toy.yaml", []),
+    "FPT": ("fpt_R-18_toy.yaml", ["MODEL.FPT.NORM", "naiveSyncBN"]),
     "GFL": ("gfl_R-18-FPN_toy.yaml", []),
     "NoisyAnchor": ("noisy_anchor_R-18-FPN_toy.yaml", []),
     "InterNet": ("internet_R-18-FPN_toy.yaml", ["MODEL.INTERNET.NORM", "naiveSyncBN"]),
