@@ -14,12 +14,12 @@ import argparse
 import json
 import os
 import platform
+import resource
+import subprocess
 import sys
 import time
 
 import torch
-
-from common.benchmark.fresh_process import peak_bytes, run_in_fresh_processes
 
 PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, PROJECT)
@@ -27,6 +27,12 @@ from dr_loss import dr_loss  # noqa: E402
 
 # anchors per image at 800 x 1333: ceil(800 / s) x ceil(1333 / s) positions on P3-P7, 9 each
 ANCHORS_COCO = 9 * sum(-(-800 // s) * -(-1333 // s) for s in (8, 16, 32, 64, 128))
+
+
+def peak_bytes(device):
+    if device == "cuda":
+        return torch.cuda.max_memory_allocated()
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
 
 
 def one_loss(args):
@@ -77,9 +83,13 @@ def main():
     if args.loss:
         print(json.dumps(one_loss(args)))
         return
-    rows = run_in_fresh_processes(__file__, "loss", ("focal", "dr"), [
-        "--repeats", args.repeats, "--device", args.device, "--images", args.images,
-        "--classes", args.classes, "--positives", args.positives])
+    rows = []
+    for loss in ("focal", "dr"):
+        r = subprocess.run([sys.executable, __file__, "--loss", loss, "--repeats", str(args.repeats),
+                            "--device", args.device, "--images", str(args.images),
+                            "--classes", str(args.classes), "--positives", str(args.positives)],
+                           capture_output=True, text=True, check=True)
+        rows.append(json.loads(r.stdout.strip().splitlines()[-1]))
     machine = f"{platform.machine()}, {os.cpu_count()} CPU threads, {args.device}, torch {torch.__version__}"
     lines = [f"DR loss vs focal loss, forward + backward on {rows[0]['entries']:,} logits "
              f"({args.images} images at 800 x 1333, {args.classes} classes). Machine: {machine}.", "",

@@ -17,6 +17,8 @@ import argparse
 import json
 import os
 import platform
+import resource
+import subprocess
 import sys
 import time
 
@@ -24,8 +26,6 @@ import torch
 from detectron2.layers import ShapeSpec
 from detectron2.modeling.backbone import FPN, Backbone
 from detectron2.modeling.backbone.fpn import LastLevelMaxPool
-
-from common.benchmark.fresh_process import peak_bytes, run_in_fresh_processes
 
 PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, PROJECT)
@@ -42,6 +42,12 @@ class GivenMaps(Backbone):
 
     def output_shape(self):
         return {k: ShapeSpec(channels=c, stride=s) for k, (c, s) in LEVELS.items()}
+
+
+def peak_bytes(device):
+    if device == "cuda":
+        return torch.cuda.max_memory_allocated()
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
 
 
 def one_neck(args):
@@ -87,9 +93,14 @@ def main():
     if args.neck:
         print(json.dumps(one_neck(args)))
         return
-    rows = run_in_fresh_processes(__file__, "neck", ("fpn", "fpt"), [
-        "--repeats", args.repeats, "--warmup", args.warmup, "--device", args.device, "--images", args.images,
-        "--chunk", args.chunk])
+    rows = []
+    for neck in ("fpn", "fpt"):
+        r = subprocess.run([sys.executable, __file__, "--neck", neck, "--repeats", str(args.repeats),
+                            "--warmup", str(args.warmup),
+                            "--device", args.device, "--images", str(args.images),
+                            "--chunk", str(args.chunk)],
+                           capture_output=True, text=True, check=True)
+        rows.append(json.loads(r.stdout.strip().splitlines()[-1]))
     machine = f"{platform.machine()}, {os.cpu_count()} CPU threads, {args.device}, torch {torch.__version__}"
     lines = [f"FPT vs FPN neck, forward + backward, {args.images} images at 800 x 1333 (R-50 C2-C5, 256 "
              f"channels, attention chunk {args.chunk}). Machine: {machine}.", "",
