@@ -13,13 +13,15 @@ from fpt import FPT, GroundingTransformer, RenderingTransformer, SelfTransformer
 from torch import nn
 from torch.nn import functional as F
 
-torch.set_default_dtype(torch.float64)
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _float32_after():
+@pytest.fixture(autouse=True)
+def _float64():
+    """Every test here in float64 (modules and tensors), and only these: the default is
+    restored after each test, so the rest of the suite is unaffected."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
     yield
-    torch.set_default_dtype(torch.float32)
+    torch.set_default_dtype(previous)
 
 
 def _randomise(module, seed=0):
