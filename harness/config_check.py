@@ -16,11 +16,12 @@ category ids, random content).
 Only the cost is reduced (``small_run_opts``): 2 iterations at batch 2, data loading in the
 main process, no pretrained weights
 (``MODEL.WEIGHTS ""``: nothing can be downloaded here; a config that names ImageNet weights then
-runs at learning rate 0, see below), a 192 px shorter side, at most 64 sampled
-RoIs per image, 100 test proposals, and every score threshold at -1, so that what an untrained
-model detects goes through the whole evaluation. (Without its ImageNet weights a FrozenBN R-50
-saturates the R-CNN softmax: most class scores are exactly 0; D2Det's soft-NMS drops those, so
-its COCO configs evaluate no detections.) The toy configs are evaluated on the first 4 images of
+runs at learning rate 0, see below), a 128 px shorter side (the toy images' size), at most
+64 sampled RoIs per image, 100 test proposals and 20 detections per image (the per-detection
+heads: D2Det's dense regression, masks), and every score threshold at -1, so that what an
+untrained model detects goes through the whole evaluation. (Without its ImageNet weights a
+FrozenBN R-50 saturates the R-CNN softmax: most class scores are exactly 0; D2Det's soft-NMS
+drops those, so its COCO configs evaluate no detections.) The toy configs are evaluated on the first 4 images of
 their validation set, registered with ``--register-coco`` / ``--register-crowdhuman``.
 
     python -m harness.config_check                    # every config, on the CPU
@@ -47,8 +48,8 @@ from harness.projects import load_config
 
 __all__ = ["ConfigRun", "StandInData", "run_config", "run_configs", "small_run_opts", "user_command"]
 
-ITERATIONS, BATCH, SHORT_SIDE, LONG_SIDE = 2, 2, 192, 288
-ROIS_PER_IMAGE, TEST_PROPOSALS, TOY_EVAL_IMAGES = 64, 100, 4
+ITERATIONS, BATCH, SHORT_SIDE, LONG_SIDE = 2, 2, 128, 192
+ROIS_PER_IMAGE, TEST_PROPOSALS, DETECTIONS, TOY_EVAL_IMAGES = 64, 100, 20, 4
 
 
 class StandInData:
@@ -129,9 +130,13 @@ def small_run_opts(cfg, device):
         opts += ["MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", str(ROIS_PER_IMAGE)]
     if cfg.MODEL.RPN.POST_NMS_TOPK_TEST > TEST_PROPOSALS:
         opts += ["MODEL.RPN.POST_NMS_TOPK_TEST", str(TEST_PROPOSALS)]
+    if cfg.TEST.DETECTIONS_PER_IMAGE > DETECTIONS:
+        opts += ["TEST.DETECTIONS_PER_IMAGE", str(DETECTIONS)]
     for name, node in cfg.MODEL.items():
         if isinstance(node, CfgNode) and "SCORE_THRESH_TEST" in node:
             opts += [f"MODEL.{name}.SCORE_THRESH_TEST", "-1.0"]
+        if isinstance(node, CfgNode) and node.get("PRE_REFINE_TOPK_TEST", 0) > DETECTIONS:
+            opts += [f"MODEL.{name}.PRE_REFINE_TOPK_TEST", str(DETECTIONS)]  # D2Det's refined boxes
     return opts
 
 
