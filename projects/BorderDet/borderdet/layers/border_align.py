@@ -106,8 +106,10 @@ def load_extension(verbose=False):
         sources += glob.glob(os.path.join(_CSRC, "*", "*_cuda.cu"))
         flags.append("-DWITH_CUDA")
     # The name carries a hash of every csrc file: cpp_extension re-checks only the listed
-    # sources, so an edited header would otherwise reuse a stale build.
-    digest = hashlib.sha1()
+    # sources, so an edited header would otherwise reuse a stale build. It carries the folder
+    # too: two copies of the package (a checkout and a researcher's copy) keep a build each
+    # instead of rebuilding whenever the other one was loaded last.
+    digest = hashlib.sha1(os.path.abspath(_CSRC).encode())
     for path in sorted(glob.glob(os.path.join(_CSRC, "**", "*.*"), recursive=True)) + flags:
         digest.update(open(path, "rb").read() if os.path.isfile(path) else path.encode())
     try:
