@@ -92,8 +92,9 @@ class GroundingTransformer(nn.Module):
         return self.norm(self.out(y.reshape(b, -1, h, w)))
 
     def _local(self, q, k, v):
-        keys, inside = window_of_coarse_positions(k, self.window, q.shape[-2:], self.scale)
-        values, _ = window_of_coarse_positions(v, self.window, q.shape[-2:], self.scale)
+        windows, inside = window_of_coarse_positions(torch.cat([k, v], dim=1), self.window,
+                                                     q.shape[-2:], self.scale)
+        keys, values = windows.split([k.shape[1], v.shape[1]], dim=1)
         if self.similarity == "dot":
             weights = (q.unsqueeze(2) * keys).sum(1, keepdim=True) / inside.sum(2, keepdim=True)
         else:
