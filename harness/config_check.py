@@ -21,8 +21,9 @@ runs at learning rate 0, see below), a 128 px shorter side (the toy images' size
 heads: D2Det's dense regression, masks), and every score threshold at -1, so that what an
 untrained model detects goes through the whole evaluation. (Without its ImageNet weights a
 FrozenBN R-50 saturates the R-CNN softmax: most class scores are exactly 0; D2Det's soft-NMS
-drops those, so its COCO configs evaluate no detections.) The toy configs are evaluated on the first 4 images of
-their validation set, registered with ``--register-coco`` / ``--register-crowdhuman``.
+drops those, so its COCO configs evaluate no detections.) The toy configs are evaluated on the
+first 4 images of their validation set, registered with ``--register-coco`` /
+``--register-crowdhuman``.
 
     python -m harness.config_check                    # every config, on the CPU
     python -m harness.config_check --device cuda      # on a GPU (make gpu-check)
