@@ -5,10 +5,19 @@ temporary folder; they are deleted when the session ends (logs and metrics stay 
 test to be read), and pytest keeps only the last run's folder (pyproject.toml), so repeated
 runs do not fill the disk."""
 
+import os
 import pathlib
 
 import pytest
 import torch
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `make test` runs pytest-xdist workers: each gets its share of the cores, for its own torch
+    # and for the processes its tests start (several OpenMP pools on the same cores are 3-5x
+    # slower than one).
+    _threads = max(1, (os.cpu_count() or 1) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(_threads)
+    torch.set_num_threads(_threads)
 
 
 def pytest_collection_modifyitems(config, items):
